@@ -1,0 +1,136 @@
+/*
+ * proto.h - memcached's classic text protocol: parsing request lines and
+ * data blocks, and composing reply lines.
+ *
+ * The parser is a pure function of the bytes it is given: it keeps no state
+ * between calls, allocates nothing, and never reads past `len`. A request is
+ * returned only when it is complete (its line and, for storage commands, its
+ * data block and trailing "\r\n"), so a caller that receives bytes in pieces
+ * simply calls again with more. Pointers in a parsed request (keys, value,
+ * argument strings) point into the caller's buffer and are valid as long as
+ * those bytes stay where they are.
+ *
+ * Bad input yields the reply memcached gives (ERROR, CLIENT_ERROR ...,
+ * SERVER_ERROR ...) and tells the caller how many bytes to drop, including a
+ * data block that is yet to arrive (`swallow`), so the connection stays
+ * usable; only a line that exceeds the line limit asks the caller to close.
+ *
+ * The composers write into memory the caller provides and return the number
+ * of bytes written; each documents the room it needs. Any thread may call
+ * anything here.
+ */
+#ifndef RINGCACHE_PROTO_H
+#define RINGCACHE_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shard/shard.h"
+
+enum proto_cmd {
+	PROTO_CMD_GET,
+	PROTO_CMD_GETS,
+	PROTO_CMD_GAT,
+	PROTO_CMD_GATS,
+	PROTO_CMD_SET,
+	PROTO_CMD_ADD,
+	PROTO_CMD_REPLACE,
+	PROTO_CMD_APPEND,
+	PROTO_CMD_PREPEND,
+	PROTO_CMD_CAS,
+	PROTO_CMD_TOUCH,
+	PROTO_CMD_DELETE,
+	PROTO_CMD_INCR,
+	PROTO_CMD_DECR,
+	PROTO_CMD_FLUSH_ALL,
+	PROTO_CMD_VERSION,
+	PROTO_CMD_VERBOSITY,
+	PROTO_CMD_QUIT,
+	PROTO_CMD_STATS,   /* arg holds the optional sub-command ("settings") */
+	PROTO_CMD_SHUTDOWN,
+};
+
+struct proto_key {
+	const char *ptr;   /* into the caller's buffer */
+	uint8_t len;       /* 1..SHARD_KEY_MAX */
+};
+
+struct proto_limits {
+	size_t line_max;   /* longest request line accepted, "\r\n" included */
+	size_t item_max;   /* -I: longest value accepted */
+	uint32_t keys_max; /* most keys in one get/gets/gat/gats */
+};
+
+enum proto_rc {
+	PROTO_REQ,       /* a complete request in *req */
+	PROTO_NEED_MORE, /* incomplete: call again with more bytes */
+	PROTO_BAD,       /* bad input: reply req->error, drop bytes as told */
+};
+
+struct proto_req {
+	enum proto_cmd cmd;
+	bool noreply;
+	uint32_t flags;
+	int64_t exptime;   /* set/add/...: raw; touch/gat: raw; flush_all: delay */
+	uint64_t cas;      /* cas: the compare value */
+	uint64_t delta;    /* incr/decr */
+	uint32_t level;    /* verbosity */
+	const char *value; /* storage commands: vlen bytes, into the buffer */
+	uint32_t vlen;
+	const char *arg;   /* stats: sub-command, NULL if none */
+	uint32_t arg_len;
+	uint32_t nkeys;    /* keys[0..nkeys) (one for single-key commands) */
+	struct proto_key *keys; /* the array the caller passed in */
+
+	/* Filled for every rc but PROTO_NEED_MORE. */
+	size_t consumed;   /* bytes of the buffer this request (or junk) used */
+	/* Filled for PROTO_BAD only. */
+	const char *error; /* full reply line, "\r\n" included, static */
+	size_t swallow;    /* further bytes to drop after `consumed`, that may
+			      not have arrived yet (a refused data block) */
+	bool close;        /* close the connection after sending `error` */
+	/* Filled for PROTO_NEED_MORE only: total bytes the request needs if
+	   known (a storage command whose line is complete), else 0. */
+	size_t need;
+};
+
+/*
+ * Parses the first request in buf[0..len). `keys` has room for
+ * lim->keys_max entries. Returns PROTO_REQ, PROTO_NEED_MORE or PROTO_BAD as
+ * described above. When no "\n" occurs within lim->line_max bytes the result
+ * is PROTO_BAD with "CLIENT_ERROR line too long" and close set.
+ */
+enum proto_rc proto_parse(const char *buf, size_t len,
+			  const struct proto_limits *lim,
+			  struct proto_key *keys, struct proto_req *req);
+
+/* Room a VALUE line can need: "VALUE " key " " u32 " " u32 " " u64 "\r\n". */
+#define PROTO_VALUE_LINE_MAX (6 + SHARD_KEY_MAX + 1 + 10 + 1 + 10 + 1 + 20 + 2)
+
+/* "VALUE <key> <flags> <bytes>[ <cas>]\r\n"; with_cas for gets/gats. */
+size_t proto_value_line(char *dst, const struct shard_view *v, bool with_cas);
+
+/*
+ * The reply line for a non-read outcome ("STORED\r\n", "NOT_FOUND\r\n", ...),
+ * for the command that produced it. For SHARD_NUMBER it writes the number.
+ * Needs at most 64 bytes. Returns the length written.
+ */
+size_t proto_status_line(char *dst, enum proto_cmd cmd,
+			 const struct shard_res *res);
+
+/* "STAT <name> <value>\r\n". Needs strlen(name) + 30 bytes. */
+size_t proto_stat_u64(char *dst, const char *name, uint64_t value);
+size_t proto_stat_str(char *dst, size_t room, const char *name,
+		      const char *value);
+
+/* Unsigned decimal; needs 20 bytes, writes no terminator. */
+size_t proto_u64(char *dst, uint64_t v);
+
+/* True for commands that read (get, gets, gat, gats). */
+static inline bool proto_is_read(enum proto_cmd cmd)
+{
+	return cmd <= PROTO_CMD_GATS;
+}
+
+#endif

@@ -1,0 +1,186 @@
+/*
+ * shard.h - one shard of the cache: its items, hash table, eviction, expiry
+ * and counters, executing decoded storage operations.
+ *
+ * A shard is an instance owned by exactly one thread: the thread that called
+ * shard_create() (in the daemon, worker i creates and owns shard i). Every
+ * shard_* call on a shard must come from that thread; nothing here locks.
+ * Another thread's request reaches a shard only as a message that its owner
+ * executes (see net/xmsg.h).
+ *
+ * Ownership: the shard creates its own mimalloc heap (mi_heap_new) and every
+ * byte it allocates - items (header + key + value), the hash table, eviction
+ * metadata - comes from that heap. shard_destroy() releases the heap in one
+ * step. A store copies the key and value into a new item: after shard_exec()
+ * returns, the shard holds no pointer into the caller's memory. A read copies
+ * the value out into memory the caller's sink hands it: after shard_exec()
+ * returns, the caller holds no pointer into the shard.
+ *
+ * The shard knows nothing of sockets or protocol text: it takes decoded
+ * operations and answers with a status (enum shard_status) that the protocol
+ * layer turns into reply lines. Errors are negative errno values and are never
+ * mixed with those protocol outcomes.
+ *
+ * Time is injected: the owner calls shard_set_time() with the Unix time in
+ * seconds (the worker once per loop iteration, a test whenever it likes).
+ */
+#ifndef RINGCACHE_SHARD_H
+#define RINGCACHE_SHARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHARD_KEY_MAX 250u
+/* Relative exptimes above this many seconds are absolute Unix times. */
+#define SHARD_REL_TIME_MAX (60 * 60 * 24 * 30)
+
+enum shard_op {
+	SHARD_OP_GET,     /* read: copies the value out through the sink */
+	SHARD_OP_GAT,     /* read and set a new exptime (gat/gats) */
+	SHARD_OP_SET,
+	SHARD_OP_ADD,
+	SHARD_OP_REPLACE,
+	SHARD_OP_APPEND,  /* keeps flags and exptime of the existing item */
+	SHARD_OP_PREPEND,
+	SHARD_OP_CAS,
+	SHARD_OP_TOUCH,
+	SHARD_OP_DELETE,
+	SHARD_OP_INCR,
+	SHARD_OP_DECR,
+};
+
+/* Protocol outcomes. Never an error code. */
+enum shard_status {
+	SHARD_STORED,
+	SHARD_NOT_STORED,
+	SHARD_EXISTS,      /* cas: the item changed since it was read */
+	SHARD_NOT_FOUND,   /* also a read miss */
+	SHARD_HIT,         /* read: value copied through the sink */
+	SHARD_DELETED,
+	SHARD_TOUCHED,
+	SHARD_NUMBER,      /* incr/decr: res->number holds the new value */
+	SHARD_NON_NUMERIC, /* incr/decr on a value that is not a decimal u64 */
+	SHARD_TOO_LARGE,   /* value (or the result of append) over item_max */
+	SHARD_NO_MEMORY,   /* no room under the limit and eviction not allowed
+			      or impossible */
+};
+
+/*
+ * One decoded operation. Every pointer is borrowed for the duration of the
+ * shard_exec() call only.
+ */
+struct shard_req {
+	enum shard_op op;
+	const char *key;
+	uint8_t klen;      /* 1..SHARD_KEY_MAX */
+	uint64_t hash;     /* shard_hash(key, klen), computed once by the caller */
+	uint32_t flags;    /* client flags, stored opaque */
+	int64_t exptime;   /* raw protocol exptime: 0 never, <0 expired now,
+			      <= 30 days relative, else absolute Unix time */
+	uint64_t cas;      /* SHARD_OP_CAS: the value the client read */
+	uint64_t delta;    /* SHARD_OP_INCR / SHARD_OP_DECR */
+	const char *value; /* store ops */
+	uint32_t vlen;
+};
+
+struct shard_res {
+	enum shard_status status;
+	uint32_t flags;  /* SHARD_HIT */
+	uint32_t vlen;   /* SHARD_HIT */
+	uint64_t cas;    /* SHARD_HIT: the item's cas; stores: the new cas */
+	uint64_t number; /* SHARD_NUMBER */
+};
+
+/* What a read hands its sink before copying the value out. */
+struct shard_view {
+	const char *key; /* the item's key: valid only during the sink call */
+	uint8_t klen;
+	uint32_t flags;
+	uint32_t vlen;
+	uint64_t cas;
+};
+
+/*
+ * A read calls the sink once on a hit. The sink returns memory of at least
+ * v->vlen bytes that the caller owns (an arena, an output buffer) and the
+ * shard copies the value there before shard_exec() returns; or it returns
+ * NULL, and shard_exec() returns -ENOBUFS without changing the item.
+ */
+typedef char *(*shard_sink_fn)(void *ctx, const struct shard_view *v);
+
+struct shard_config {
+	uint32_t id;        /* this shard's index, 0..count-1 */
+	uint32_t count;     /* number of shards in the process (<= 256) */
+	size_t mem_limit;   /* bytes of item + table memory this shard may use */
+	size_t item_max;    /* largest value length accepted (-I) */
+	bool no_evict;      /* -M: SHARD_NO_MEMORY instead of evicting */
+};
+
+/*
+ * Counters, owned by the shard's thread. shard_stats() copies them out;
+ * the caller sums the copies of all shards.
+ */
+struct shard_stats {
+	uint64_t cmd_get, get_hits, get_misses, get_expired, get_flushed;
+	uint64_t cmd_set, cmd_touch, touch_hits, touch_misses;
+	uint64_t delete_hits, delete_misses;
+	uint64_t incr_hits, incr_misses, decr_hits, decr_misses;
+	uint64_t cas_hits, cas_misses, cas_badval;
+	uint64_t curr_items, total_items, bytes;
+	uint64_t evictions, evicted_unfetched, expired_unfetched, reclaimed;
+	uint64_t limit_maxbytes;
+	uint64_t hash_bytes;  /* memory of the hash table itself */
+};
+
+struct shard;
+
+/*
+ * Creates a shard and its heap in the calling thread, which becomes its
+ * owner. Returns NULL if memory or the heap cannot be had.
+ */
+struct shard *shard_create(const struct shard_config *cfg);
+
+/* Frees every item, the table and the heap. The pointer is invalid after. */
+void shard_destroy(struct shard *s);
+
+/* Sets the shard's clock (Unix seconds). Time never needs to be monotonic
+   for correctness, but expiry follows it. */
+void shard_set_time(struct shard *s, int64_t now);
+
+/*
+ * Executes one operation. Returns 0 with res->status set, or a negative errno:
+ * -EINVAL for a malformed request (bad key length, unknown op), -ENOBUFS when
+ * the sink refused memory. Counters follow memcached's (cmd_get counts keys).
+ */
+int shard_exec(struct shard *s, const struct shard_req *req,
+	       struct shard_res *res, shard_sink_fn sink, void *ctx);
+
+/*
+ * flush_all: raw delay as an exptime (<= 0 now). Items stored before the
+ * flush moment become invisible at that moment; a flush that takes effect
+ * now also frees their memory at once.
+ */
+void shard_flush(struct shard *s, int64_t delay);
+
+/*
+ * Bounded background work for the owner's loop: incremental table growth and
+ * an expiry sweep that reclaims expired items nobody touches. Does at most
+ * `budget` units of work; returns true if more work is pending.
+ */
+bool shard_tick(struct shard *s, unsigned budget);
+
+void shard_stats(const struct shard *s, struct shard_stats *out);
+/* stats reset: zeroes the counters that memcached's `stats reset` zeroes. */
+void shard_stats_reset(struct shard *s);
+
+/* The key hash (XXH3-64). Its high 32 bits route, its low bits index. */
+uint64_t shard_hash(const char *key, size_t len);
+
+/* Which of `count` shards owns a key with this hash. */
+static inline uint32_t shard_route(uint64_t hash, uint32_t count)
+{
+	return (uint32_t)(((hash >> 32) * (uint64_t)count) >> 32);
+}
+
+#endif
