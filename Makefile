@@ -27,7 +27,7 @@ UNIT_BIN := $(BUILD)/unit_tests
 PY       := /usr/bin/python3
 PORT     ?= 11211
 
-.PHONY: all run test unit integration asan tsan deps clean
+.PHONY: all run test unit integration asan tsan hooks deps clean
 all: $(BIN) $(UNIT_BIN)
 
 $(BUILD)/%.o: %.c
@@ -57,13 +57,19 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/test.sh
 
+# Sanitizer builds allocate through libc (RINGCACHE_LIBC_HEAP, see
+# shard/heap.h) so that ASan/LSan/TSan can see every block.
 asan:
-	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 EXTRA_CFLAGS=-DRINGCACHE_LIBC_HEAP \
 		SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
 
 tsan:
-	@$(MAKE) --no-print-directory BUILD=build/tsan OPT=-O1 \
+	@$(MAKE) --no-print-directory BUILD=build/tsan OPT=-O1 EXTRA_CFLAGS=-DRINGCACHE_LIBC_HEAP \
 		SANFLAGS="-fsanitize=thread -fno-omit-frame-pointer" all
+
+# The daemon with test hooks (-o watchdog_stall=N) for the watchdog test.
+hooks:
+	@$(MAKE) --no-print-directory BUILD=build/hooks EXTRA_CFLAGS=-DRINGCACHE_TEST_HOOKS $(BUILD)/hooks/ringcached
 
 clean:
 	rm -rf build

@@ -5,8 +5,7 @@
  * current chunk; when the request does not fit, a new chunk is taken that is
  * at least as large as the request, so a 1 MiB value lands in one piece.
  * Reset frees every chunk but the first. Chunks come from the worker's heap
- * with mi_heap_malloc, the one direct mimalloc use in the net layer besides
- * the worker's set-up.
+ * with heap_alloc (shard/heap.h).
  */
 #include "net/arena.h"
 
@@ -19,7 +18,7 @@ struct arena_chunk {
 	max_align_t data[];
 };
 
-void arena_init(struct arena *a, mi_heap_t *heap, size_t chunk_size,
+void arena_init(struct arena *a, heap_t *heap, size_t chunk_size,
 		size_t limit)
 {
 	memset(a, 0, sizeof(*a));
@@ -32,7 +31,7 @@ static void free_chain(struct arena_chunk *c)
 {
 	while (c) {
 		struct arena_chunk *next = c->next;
-		mi_free(c);
+		heap_free(c);
 		c = next;
 	}
 }
@@ -65,7 +64,7 @@ static int grow(struct arena *a, size_t n)
 	size_t total = sizeof(struct arena_chunk) + size;
 	if (a->held + total > a->limit || total < size)
 		return 0;
-	struct arena_chunk *c = mi_heap_malloc(a->heap, total);
+	struct arena_chunk *c = heap_alloc(a->heap, total);
 	if (!c)
 		return 0;
 	c->next = NULL;

@@ -7,7 +7,7 @@
  * response sent, every cross-shard reply back), the connection calls
  * arena_reset() and all of it goes at once.
  *
- * Memory comes in chunks from the mimalloc heap given to arena_init() (the
+ * Memory comes in chunks from the heap given to arena_init() (the
  * worker's heap), so only that heap's thread may use the arena. A chunk is
  * never moved, so a pointer handed out stays valid until the next
  * arena_reset() or arena_deinit(). Consecutive arena_bytes() calls that fit
@@ -22,12 +22,12 @@
 #define RINGCACHE_ARENA_H
 
 #include <stddef.h>
-#include <mimalloc.h>
+#include "shard/heap.h"
 
 struct arena_chunk;
 
 struct arena {
-	mi_heap_t *heap;            /* the owning worker's heap */
+	heap_t *heap;            /* the owning worker's heap */
 	struct arena_chunk *first;  /* kept across resets */
 	struct arena_chunk *cur;    /* allocation happens here */
 	char *pos, *end;            /* free space of cur */
@@ -38,7 +38,7 @@ struct arena {
 };
 
 /* Prepares an arena in caller memory; allocates nothing yet. */
-void arena_init(struct arena *a, mi_heap_t *heap, size_t chunk_size,
+void arena_init(struct arena *a, heap_t *heap, size_t chunk_size,
 		size_t limit);
 /* Releases every chunk. */
 void arena_deinit(struct arena *a);

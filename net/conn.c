@@ -1,0 +1,376 @@
+/*
+ * conn.c - a connection's buffers, parsing loop and socket I/O; see conn.h.
+ *
+ * At most one receive and one send are in flight per connection. A receive
+ * lands in the read buffer; every complete request in it is parsed and
+ * processed at once; what is left (a partial request) moves to the front.
+ * Output is a queue of segments over the output arena. After each loop pass
+ * the worker calls conn_push() on every connection that produced output,
+ * which sends the ready prefix with one sendmsg. When the queue is empty and
+ * no cross-shard request is out, both arenas are reset in one step.
+ */
+#include "net/conn.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "net/process.h"
+#include "net/proto.h"
+#include "net/udata.h"
+#include "net/worker.h"
+
+#define RBUF_INIT 8192
+#define ARENA_CHUNK 4096
+#define OUT_CHUNK 16384
+
+static void parse_input(struct conn *c);
+
+static size_t arena_soft_limit(const struct conn *c)
+{
+	return c->w->group->cfg->conn_arena_max / 2;
+}
+
+static bool paused(const struct conn *c)
+{
+	return arena_used(&c->arena) + arena_used(&c->out) > arena_soft_limit(c);
+}
+
+struct conn *conn_create(struct worker *w, int fd)
+{
+	const struct config *cfg = w->group->cfg;
+	struct conn *c = heap_zalloc(w->heap, sizeof(*c));
+	char *rbuf = heap_alloc(w->heap, RBUF_INIT);
+	if (!c || !rbuf) {
+		heap_free(c);
+		heap_free(rbuf);
+		close(fd);
+		return NULL;
+	}
+	c->w = w;
+	c->fd = fd;
+	c->rbuf = rbuf;
+	c->rcap = RBUF_INIT;
+	arena_init(&c->arena, w->heap, ARENA_CHUNK, cfg->conn_arena_max);
+	arena_init(&c->out, w->heap, OUT_CHUNK, cfg->conn_arena_max);
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->counters.curr_connections++;
+	w->counters.total_connections++;
+	conn_push(c);
+	return c;
+}
+
+void conn_destroy(struct conn *c)
+{
+	struct worker *w = c->w;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	close(c->fd);
+	arena_deinit(&c->arena);
+	arena_deinit(&c->out);
+	heap_free(c->rbuf);
+	heap_free(c);
+}
+
+/* Frees a closing connection once nothing refers to it any more. */
+static void maybe_free(struct conn *c)
+{
+	if (c->closing && c->refs == 0 && !c->dirty)
+		conn_destroy(c);
+}
+
+void conn_close(struct conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	c->w->counters.curr_connections--;
+	atomic_fetch_sub_explicit(&c->w->group->conns, 1, memory_order_relaxed);
+	/* Makes an outstanding receive or send complete now. */
+	shutdown(c->fd, SHUT_RDWR);
+	maybe_free(c);
+}
+
+void conn_unref(struct conn *c)
+{
+	c->refs--;
+	maybe_free(c);
+}
+
+static void arm_recv(struct conn *c)
+{
+	if (c->recv_armed || c->closing || c->close_after_send ||
+	    c->peer_eof || c->rend == c->rcap || paused(c))
+		return;
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+	io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rend, c->rcap - c->rend, 0);
+	io_uring_sqe_set_data64(sqe, ud_pack(c, UD_RECV));
+	c->recv_armed = true;
+	c->refs++;
+}
+
+/* Grows the read buffer to hold at least `need` bytes from rstart. */
+static int ensure_room(struct conn *c, size_t need)
+{
+	if (c->rstart) {
+		memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
+		c->rend -= c->rstart;
+		c->rstart = 0;
+	}
+	if (need <= c->rcap)
+		return 0;
+	size_t cap = c->rcap;
+	while (cap < need)
+		cap *= 2;
+	char *p = heap_realloc(c->w->heap, c->rbuf, cap);
+	if (!p)
+		return -ENOMEM;
+	c->rbuf = p;
+	c->rcap = cap;
+	return 0;
+}
+
+/* After parsing: keep the partial request at the front, and give a large
+   buffer back once it is empty. */
+static void compact(struct conn *c)
+{
+	if (c->rstart == c->rend) {
+		c->rstart = c->rend = 0;
+		if (c->rcap > RBUF_INIT) {
+			char *p = heap_alloc(c->w->heap, RBUF_INIT);
+			if (p) {
+				heap_free(c->rbuf);
+				c->rbuf = p;
+				c->rcap = RBUF_INIT;
+			}
+		}
+	} else if (c->rend == c->rcap && c->rstart) {
+		ensure_room(c, 0);
+	}
+}
+
+static void parse_input(struct conn *c)
+{
+	const struct config *cfg = c->w->group->cfg;
+	const struct proto_limits lim = {
+		.line_max = cfg->line_max,
+		.item_max = cfg->item_max,
+		.keys_max = cfg->keys_max,
+	};
+	while (!c->closing && !c->close_after_send) {
+		if (c->swallow) {
+			size_t n = c->rend - c->rstart;
+			n = n < c->swallow ? n : c->swallow;
+			c->rstart += n;
+			c->swallow -= n;
+			if (c->swallow)
+				break;
+		}
+		if (c->rstart == c->rend || paused(c))
+			break;
+		struct proto_req req;
+		enum proto_rc rc = proto_parse(c->rbuf + c->rstart,
+					       c->rend - c->rstart, &lim,
+					       c->w->keys, &req);
+		if (rc == PROTO_NEED_MORE) {
+			size_t need = req.need ? req.need : c->rend - c->rstart + 1;
+			if (ensure_room(c, need) < 0)
+				conn_close(c);
+			break;
+		}
+		if (rc == PROTO_BAD) {
+			if (conn_emit_copy(c, req.error, strlen(req.error)) < 0) {
+				conn_close(c);
+				break;
+			}
+			c->rstart += req.consumed;
+			c->swallow = req.swallow;
+			if (req.close)
+				c->close_after_send = true;
+			continue;
+		}
+		process_request(c, &req);
+		c->rstart += req.consumed;
+	}
+	compact(c);
+}
+
+void conn_on_recv(struct conn *c, int res)
+{
+	c->recv_armed = false;
+	c->refs--;
+	if (c->closing) {
+		maybe_free(c);
+		return;
+	}
+	if (res <= 0) {
+		if (res < 0 && res != -ENOBUFS && res != -EINTR && res != -EAGAIN) {
+			conn_close(c);
+			return;
+		}
+		if (res == 0) {
+			/* The client is done sending; answer what it sent. */
+			c->peer_eof = true;
+			c->close_after_send = true;
+		}
+		worker_mark_dirty(c->w, c);
+		return;
+	}
+	c->rend += (size_t)res;
+	parse_input(c);
+	if (c->closing)
+		return;
+	worker_mark_dirty(c->w, c);
+	/* Read on while the answers go out: both leave in one submit. */
+	arm_recv(c);
+}
+
+/* Drops segments that are fully sent (and empty ready ones). */
+static void pop_sent(struct conn *c)
+{
+	struct conn_seg *s;
+	while ((s = c->seg_head) && !s->pending && c->seg_sent >= s->len) {
+		c->seg_sent -= s->len;
+		c->seg_head = s->next;
+		if (!c->seg_head)
+			c->seg_tail = NULL;
+	}
+}
+
+/* Sends the ready prefix; true if a send is now in flight. */
+static bool start_send(struct conn *c)
+{
+	int n = 0;
+	size_t skip = c->seg_sent;
+	for (struct conn_seg *s = c->seg_head; s && !s->pending && n < CONN_IOV_MAX;
+	     s = s->next) {
+		if (s->len > skip) {
+			c->iov[n].iov_base = (void *)(s->ptr + skip);
+			c->iov[n].iov_len = s->len - skip;
+			n++;
+		}
+		skip = 0;
+	}
+	if (!n)
+		return false;
+	memset(&c->msg, 0, sizeof(c->msg));
+	c->msg.msg_iov = c->iov;
+	c->msg.msg_iovlen = (size_t)n;
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, ud_pack(c, UD_SEND));
+	c->send_armed = true;
+	c->refs++;
+	return true;
+}
+
+void conn_push(struct conn *c)
+{
+	while (!c->closing && !c->send_armed) {
+		pop_sent(c);
+		if (start_send(c))
+			return;
+		if (c->seg_head || c->inflight)
+			return; /* waiting for a cross-shard answer */
+		bool was_paused = paused(c);
+		arena_reset(&c->arena);
+		arena_reset(&c->out);
+		if (c->close_after_send) {
+			conn_close(c);
+			return;
+		}
+		if (was_paused && c->rstart != c->rend) {
+			parse_input(c);
+			if (c->seg_head)
+				continue;
+		}
+		arm_recv(c);
+		return;
+	}
+}
+
+void conn_on_send(struct conn *c, int res)
+{
+	c->send_armed = false;
+	c->refs--;
+	if (c->closing) {
+		maybe_free(c);
+		return;
+	}
+	if (res < 0) {
+		conn_close(c);
+		return;
+	}
+	c->seg_sent += (size_t)res;
+	pop_sent(c);
+	conn_push(c);
+}
+
+/* ---- segments --------------------------------------------------------- */
+
+static struct conn_seg *seg_append(struct conn *c)
+{
+	struct conn_seg *s = arena_alloc(&c->arena, sizeof(*s));
+	if (!s)
+		return NULL;
+	memset(s, 0, sizeof(*s));
+	if (c->seg_tail)
+		c->seg_tail->next = s;
+	else
+		c->seg_head = s;
+	c->seg_tail = s;
+	return s;
+}
+
+int conn_emit(struct conn *c, const char *p, size_t len)
+{
+	struct conn_seg *t = c->seg_tail;
+	if (t && !t->pending && t->ptr + t->len == p &&
+	    (uint64_t)t->len + len <= UINT32_MAX) {
+		t->len += (uint32_t)len;
+		return 0;
+	}
+	struct conn_seg *s = seg_append(c);
+	if (!s)
+		return -ENOMEM;
+	s->ptr = p;
+	s->len = (uint32_t)len;
+	return 0;
+}
+
+int conn_emit_copy(struct conn *c, const char *s, size_t len)
+{
+	char *p = arena_copy(&c->out, s, len);
+	return p ? conn_emit(c, p, len) : -ENOMEM;
+}
+
+struct conn_seg *conn_emit_pending(struct conn *c)
+{
+	struct conn_seg *s = seg_append(c);
+	if (s)
+		s->pending = true;
+	return s;
+}
+
+int conn_fill(struct conn *c, struct conn_seg *seg, const char *p, size_t len)
+{
+	static const char oom[] = "SERVER_ERROR out of memory writing get response\r\n";
+	seg->pending = false;
+	seg->ptr = len ? arena_copy(&c->out, p, len) : NULL;
+	seg->len = seg->ptr ? (uint32_t)len : 0;
+	if (len && !seg->ptr) {
+		/* The arena is full: the bound on a client's memory holds. */
+		seg->ptr = oom;
+		seg->len = sizeof(oom) - 1;
+		return -ENOMEM;
+	}
+	return 0;
+}

@@ -1,0 +1,111 @@
+/*
+ * conn.h - one client connection: its read buffer, its request-scoped arena,
+ * its ordered queue of response segments, and its socket I/O through the
+ * home worker's ring.
+ *
+ * Responses leave in request order. Every reply (or every key's part of a
+ * multi-get) is a segment in the connection's queue; a segment is either
+ * ready (bytes in the arena) or pending (a cross-shard reply not yet back).
+ * The sender sends the ready prefix of the queue with one sendmsg; bytes
+ * composed back to back in the arena merge into one iovec.
+ *
+ * Lifetimes: the struct and the read buffer come from the worker's heap and
+ * live as long as the connection. Everything in the arena - segments,
+ * response bytes, cross-shard requests with their copies of keys and values -
+ * lives until the arena is reset, which happens only when every segment has
+ * been sent and no cross-shard request is out (`inflight` == 0). A closed
+ * connection is freed only once no submission and no cross-shard request
+ * refers to it any more (`refs`). Only the home worker's thread touches a
+ * connection.
+ *
+ * Bounds: the read buffer grows to fit one request at most (line_max +
+ * item_max + 2); the arena holds at most cfg->conn_arena_max bytes. Past
+ * half of that the connection stops parsing (and so reading) until its
+ * output drains, which bounds the memory of a client that never reads.
+ */
+#ifndef RINGCACHE_CONN_H
+#define RINGCACHE_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "net/arena.h"
+
+struct worker;
+
+struct conn_seg {
+	struct conn_seg *next;
+	const char *ptr;   /* into the arena; NULL while pending */
+	uint32_t len;
+	bool pending;
+};
+
+#define CONN_IOV_MAX 64
+
+struct conn {
+	struct conn *next, *prev;   /* worker's list of connections */
+	struct conn *dirty_next;    /* worker's dirty list */
+	struct worker *w;           /* home worker */
+	int fd;
+	uint32_t refs;              /* submissions + cross-shard requests out */
+	uint32_t inflight;          /* cross-shard requests out */
+	bool recv_armed, send_armed, dirty;
+	bool closing;               /* no more reads; free when refs == 0 */
+	bool close_after_send;      /* quit, or a fatal protocol error */
+	bool peer_eof;              /* the client shut down its side */
+
+	char *rbuf;                 /* worker heap */
+	size_t rcap, rstart, rend;
+	size_t swallow;             /* bytes still to drop (refused data) */
+
+	struct arena arena;         /* segments, xreqs, key/value copies */
+	struct arena out;           /* response bytes, back to back */
+	struct conn_seg *seg_head, *seg_tail;
+	size_t seg_sent;            /* bytes of seg_head already sent */
+
+	struct msghdr msg;          /* the sendmsg in flight */
+	struct iovec iov[CONN_IOV_MAX];
+};
+
+/* Creates a connection on worker w for an accepted fd and arms its first
+   receive. Returns NULL (and closes fd) if memory is short. */
+struct conn *conn_create(struct worker *w, int fd);
+
+/* Completion handlers, called by the worker's dispatcher. */
+void conn_on_recv(struct conn *c, int res);
+void conn_on_send(struct conn *c, int res);
+
+/* Starts a send of the ready prefix if none is in flight; resets the arena
+   and resumes reading when everything is out. */
+void conn_push(struct conn *c);
+
+/* Starts closing: shuts the socket so outstanding operations complete;
+   the connection is freed when the last reference goes. */
+void conn_close(struct conn *c);
+
+/* Frees a connection at once, whatever refers to it: only for shutdown,
+   after no other thread can touch it. */
+void conn_destroy(struct conn *c);
+
+/* Drops one reference taken for a cross-shard request. */
+void conn_unref(struct conn *c);
+
+/* Appends a ready segment of `len` bytes at `p`, which must come from
+   c->out (merged with the last segment when adjacent). 0 or -ENOMEM. */
+int conn_emit(struct conn *c, const char *p, size_t len);
+/* Copies bytes into c->out and emits them. 0 or -ENOMEM. */
+int conn_emit_copy(struct conn *c, const char *s, size_t len);
+/* Appends a pending segment; NULL if memory is short. */
+struct conn_seg *conn_emit_pending(struct conn *c);
+/* Fills a pending segment with a copy of len bytes. 0 or -ENOMEM (the
+   segment then carries a SERVER_ERROR line instead, or nothing). */
+int conn_fill(struct conn *c, struct conn_seg *seg, const char *p,
+	      size_t len);
+
+/* Emits a literal string. */
+#define conn_emit_lit(c, s) conn_emit_copy((c), (s), sizeof(s) - 1)
+
+#endif

@@ -1,0 +1,505 @@
+/*
+ * process.c - requests to shard operations and outcomes to replies; see
+ * process.h.
+ *
+ * Every key is hashed once here; its high bits pick the shard. A key of the
+ * home shard runs inline and its answer is composed straight into the
+ * connection's output arena, so a pipeline of local requests becomes one
+ * contiguous run of bytes and one iovec. A key of another shard becomes an
+ * xreq (with copies of key and value) plus a pending segment that keeps its
+ * place in the reply order. Whole-cache commands (stats, stats reset,
+ * flush_all) go to every shard, the home one included, and answer once the
+ * last shard has.
+ */
+#include "net/process.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+static const char OOM_GET[] = "SERVER_ERROR out of memory writing get response\r\n";
+static const char OOM_REQ[] = "SERVER_ERROR out of memory\r\n";
+
+/* ---- home side: sinks, single ops, reads ------------------------------ */
+
+/* Copies a hit's VALUE line, value and "\r\n" into the output arena. */
+struct out_sink {
+	struct conn *c;
+	bool with_cas;
+	char *start;
+	size_t len;
+};
+
+static char *out_sink(void *ctx, const struct shard_view *v)
+{
+	struct out_sink *s = ctx;
+	char line[PROTO_VALUE_LINE_MAX];
+	size_t n = proto_value_line(line, v, s->with_cas);
+	char *p = arena_bytes(&s->c->out, n + v->vlen + 2);
+	if (!p)
+		return NULL;
+	memcpy(p, line, n);
+	memcpy(p + n + v->vlen, "\r\n", 2);
+	s->start = p;
+	s->len = n + v->vlen + 2;
+	return p + n;
+}
+
+static enum shard_op store_op(enum proto_cmd cmd)
+{
+	switch (cmd) {
+	case PROTO_CMD_ADD: return SHARD_OP_ADD;
+	case PROTO_CMD_REPLACE: return SHARD_OP_REPLACE;
+	case PROTO_CMD_APPEND: return SHARD_OP_APPEND;
+	case PROTO_CMD_PREPEND: return SHARD_OP_PREPEND;
+	case PROTO_CMD_CAS: return SHARD_OP_CAS;
+	case PROTO_CMD_TOUCH: return SHARD_OP_TOUCH;
+	case PROTO_CMD_DELETE: return SHARD_OP_DELETE;
+	case PROTO_CMD_INCR: return SHARD_OP_INCR;
+	case PROTO_CMD_DECR: return SHARD_OP_DECR;
+	default: return SHARD_OP_SET;
+	}
+}
+
+/* The reply line for a finished single-key op, into the output arena. */
+static void emit_status(struct conn *c, enum proto_cmd cmd, int rc,
+			const struct shard_res *res)
+{
+	char line[64];
+	size_t n;
+	if (rc < 0) {
+		memcpy(line, OOM_REQ, sizeof(OOM_REQ) - 1);
+		n = sizeof(OOM_REQ) - 1;
+	} else {
+		n = proto_status_line(line, cmd, res);
+	}
+	if (conn_emit_copy(c, line, n) < 0)
+		conn_close(c);
+}
+
+/*
+ * An xreq for connection c in its object arena, with its own copies of the
+ * key and (for stores) the value. Takes a reference on c.
+ */
+static struct xreq *xreq_new(struct conn *c, const struct shard_req *q,
+			     enum proto_cmd cmd, enum xreq_kind kind)
+{
+	struct xreq *x = arena_alloc(&c->arena, sizeof(*x));
+	if (!x)
+		return NULL;
+	memset(x, 0, sizeof(*x));
+	x->conn = c;
+	x->kind = (uint8_t)kind;
+	x->cmd = (uint8_t)cmd;
+	x->req = *q;
+	if (q->klen && !(x->req.key = arena_copy(&c->arena, q->key, q->klen)))
+		return NULL;
+	if (q->vlen && !(x->req.value = arena_copy(&c->arena, q->value, q->vlen)))
+		return NULL;
+	c->refs++;
+	c->inflight++;
+	return x;
+}
+
+static void send_remote(struct conn *c, uint32_t dst, const struct shard_req *q,
+			enum proto_cmd cmd, bool noreply, bool with_cas)
+{
+	struct conn_seg *seg = NULL;
+	if (!noreply && !(seg = conn_emit_pending(c)))
+		goto oom;
+	struct xreq *x = xreq_new(c, q, cmd, XREQ_OP);
+	if (!x) {
+		if (seg)
+			conn_fill(c, seg, OOM_REQ, sizeof(OOM_REQ) - 1);
+		return;
+	}
+	x->seg = seg;
+	x->with_cas = with_cas;
+	worker_send_xreq(c->w, dst, x);
+	return;
+oom:
+	conn_close(c);
+}
+
+static void do_single(struct conn *c, const struct proto_req *r)
+{
+	struct worker *w = c->w;
+	struct shard_req q = {
+		.op = store_op(r->cmd),
+		.key = r->keys[0].ptr,
+		.klen = r->keys[0].len,
+		.hash = shard_hash(r->keys[0].ptr, r->keys[0].len),
+		.flags = r->flags,
+		.exptime = r->exptime,
+		.cas = r->cas,
+		.delta = r->delta,
+		.value = r->value,
+		.vlen = r->vlen,
+	};
+	uint32_t dst = shard_route(q.hash, w->group->nworkers);
+	if (dst != w->id) {
+		send_remote(c, dst, &q, r->cmd, r->noreply, false);
+		return;
+	}
+	struct shard_res res;
+	int rc = shard_exec(w->shard, &q, &res, NULL, NULL);
+	if (!r->noreply)
+		emit_status(c, r->cmd, rc, &res);
+}
+
+static void do_read(struct conn *c, const struct proto_req *r)
+{
+	struct worker *w = c->w;
+	bool gat = r->cmd == PROTO_CMD_GAT || r->cmd == PROTO_CMD_GATS;
+	bool with_cas = r->cmd == PROTO_CMD_GETS || r->cmd == PROTO_CMD_GATS;
+	for (uint32_t i = 0; i < r->nkeys; i++) {
+		struct shard_req q = {
+			.op = gat ? SHARD_OP_GAT : SHARD_OP_GET,
+			.key = r->keys[i].ptr,
+			.klen = r->keys[i].len,
+			.hash = shard_hash(r->keys[i].ptr, r->keys[i].len),
+			.exptime = r->exptime,
+		};
+		uint32_t dst = shard_route(q.hash, w->group->nworkers);
+		if (dst != w->id) {
+			send_remote(c, dst, &q, r->cmd, false, with_cas);
+			continue;
+		}
+		struct out_sink s = { .c = c, .with_cas = with_cas };
+		struct shard_res res;
+		int rc = shard_exec(w->shard, &q, &res, out_sink, &s);
+		if (rc == -ENOBUFS) {
+			if (conn_emit_copy(c, OOM_GET, sizeof(OOM_GET) - 1) < 0)
+				conn_close(c);
+			return;
+		}
+		if (rc == 0 && res.status == SHARD_HIT &&
+		    conn_emit(c, s.start, s.len) < 0) {
+			conn_close(c);
+			return;
+		}
+	}
+	if (conn_emit_lit(c, "END\r\n") < 0)
+		conn_close(c);
+}
+
+/* ---- whole-cache commands --------------------------------------------- */
+
+static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
+{
+	struct shard_stats t = { 0 };
+	struct worker_counters k = { 0 };
+	uint32_t n = w->group->nworkers;
+	for (uint32_t i = 0; i < n; i++) {
+		const uint64_t *src = (const uint64_t *)&all[i].shard;
+		uint64_t *dst = (uint64_t *)&t;
+		for (size_t j = 0; j < sizeof(t) / sizeof(uint64_t); j++)
+			dst[j] += src[j];
+		k.curr_connections += all[i].worker.curr_connections;
+		k.total_connections += all[i].worker.total_connections;
+		k.rejected_connections += all[i].worker.rejected_connections;
+		k.cmd_flush += all[i].worker.cmd_flush;
+	}
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	char rbuf[64];
+	size_t o = 0;
+	o += proto_stat_u64(p + o, "pid", (uint64_t)getpid());
+	o += proto_stat_u64(p + o, "uptime", (uint64_t)(w->now - w->group->started));
+	o += proto_stat_u64(p + o, "time", (uint64_t)w->now);
+	o += proto_stat_str(p + o, 128, "version", CONFIG_VERSION);
+	o += proto_stat_u64(p + o, "pointer_size", 8 * sizeof(void *));
+	snprintf(rbuf, sizeof(rbuf), "%ld.%06ld", (long)ru.ru_utime.tv_sec,
+		 (long)ru.ru_utime.tv_usec);
+	o += proto_stat_str(p + o, 128, "rusage_user", rbuf);
+	snprintf(rbuf, sizeof(rbuf), "%ld.%06ld", (long)ru.ru_stime.tv_sec,
+		 (long)ru.ru_stime.tv_usec);
+	o += proto_stat_str(p + o, 128, "rusage_system", rbuf);
+	o += proto_stat_u64(p + o, "max_connections", w->group->cfg->max_conns);
+	o += proto_stat_u64(p + o, "curr_connections", k.curr_connections);
+	o += proto_stat_u64(p + o, "total_connections", k.total_connections);
+	o += proto_stat_u64(p + o, "rejected_connections", k.rejected_connections);
+	o += proto_stat_u64(p + o, "cmd_get", t.cmd_get);
+	o += proto_stat_u64(p + o, "cmd_set", t.cmd_set);
+	o += proto_stat_u64(p + o, "cmd_flush", k.cmd_flush);
+	o += proto_stat_u64(p + o, "cmd_touch", t.cmd_touch);
+	o += proto_stat_u64(p + o, "get_hits", t.get_hits);
+	o += proto_stat_u64(p + o, "get_misses", t.get_misses);
+	o += proto_stat_u64(p + o, "get_expired", t.get_expired);
+	o += proto_stat_u64(p + o, "get_flushed", t.get_flushed);
+	o += proto_stat_u64(p + o, "delete_misses", t.delete_misses);
+	o += proto_stat_u64(p + o, "delete_hits", t.delete_hits);
+	o += proto_stat_u64(p + o, "incr_misses", t.incr_misses);
+	o += proto_stat_u64(p + o, "incr_hits", t.incr_hits);
+	o += proto_stat_u64(p + o, "decr_misses", t.decr_misses);
+	o += proto_stat_u64(p + o, "decr_hits", t.decr_hits);
+	o += proto_stat_u64(p + o, "cas_misses", t.cas_misses);
+	o += proto_stat_u64(p + o, "cas_hits", t.cas_hits);
+	o += proto_stat_u64(p + o, "cas_badval", t.cas_badval);
+	o += proto_stat_u64(p + o, "touch_hits", t.touch_hits);
+	o += proto_stat_u64(p + o, "touch_misses", t.touch_misses);
+	o += proto_stat_u64(p + o, "threads", n);
+	o += proto_stat_u64(p + o, "hash_bytes", t.hash_bytes);
+	o += proto_stat_u64(p + o, "bytes", t.bytes);
+	o += proto_stat_u64(p + o, "curr_items", t.curr_items);
+	o += proto_stat_u64(p + o, "total_items", t.total_items);
+	o += proto_stat_u64(p + o, "expired_unfetched", t.expired_unfetched);
+	o += proto_stat_u64(p + o, "evicted_unfetched", t.evicted_unfetched);
+	o += proto_stat_u64(p + o, "evictions", t.evictions);
+	o += proto_stat_u64(p + o, "reclaimed", t.reclaimed);
+	o += proto_stat_u64(p + o, "limit_maxbytes", w->group->cfg->mem_limit);
+	memcpy(p + o, "END\r\n", 5);
+	return o + 5;
+}
+
+/* Room compose_stats needs: about 45 lines of at most 64 bytes. */
+#define STATS_ROOM 4096
+
+/* The last shard has answered a fan-out: compose its reply. */
+static void gather_done(struct conn *c, struct xgather *g)
+{
+	if (!g->seg)
+		return;
+	if (g->cmd == PROTO_CMD_FLUSH_ALL) {
+		conn_fill(c, g->seg, "OK\r\n", 4);
+	} else if (g->stats) {
+		char buf[STATS_ROOM];
+		size_t n = compose_stats(buf, c->w, g->stats);
+		conn_fill(c, g->seg, buf, n);
+	} else {
+		conn_fill(c, g->seg, "RESET\r\n", 7);
+	}
+}
+
+/* Runs a fan-out request on worker w (any side). */
+static void execute_fanout(struct worker *w, struct xreq *x)
+{
+	switch (x->kind) {
+	case XREQ_STATS:
+		shard_stats(w->shard, &x->stats->shard);
+		x->stats->worker = w->counters;
+		break;
+	case XREQ_STATS_RESET:
+		shard_stats_reset(w->shard);
+		w->counters.total_connections = 0;
+		w->counters.rejected_connections = 0;
+		w->counters.cmd_flush = 0;
+		break;
+	case XREQ_FLUSH:
+		shard_flush(w->shard, x->req.exptime);
+		break;
+	}
+}
+
+static void do_fanout(struct conn *c, const struct proto_req *r,
+		      enum xreq_kind kind)
+{
+	struct worker *w = c->w;
+	uint32_t n = w->group->nworkers;
+	struct xgather *g = arena_alloc(&c->arena, sizeof(*g));
+	if (!g)
+		goto oom;
+	memset(g, 0, sizeof(*g));
+	g->cmd = r->cmd;
+	g->remaining = n;
+	if (!r->noreply && !(g->seg = conn_emit_pending(c)))
+		goto oom;
+	if (kind == XREQ_STATS &&
+	    !(g->stats = arena_alloc(&c->arena, n * sizeof(*g->stats))))
+		goto oom;
+	struct shard_req q = { .exptime = r->exptime };
+	for (uint32_t i = 0; i < n; i++) {
+		struct xreq *x = xreq_new(c, &q, r->cmd, kind);
+		if (!x)
+			goto oom;
+		x->gather = g;
+		x->stats = g->stats ? &g->stats[i] : NULL;
+		if (i != w->id) {
+			worker_send_xreq(w, i, x);
+			continue;
+		}
+		execute_fanout(w, x);
+		c->inflight--;
+		c->refs--;
+		if (--g->remaining == 0)
+			gather_done(c, g);
+	}
+	return;
+oom:
+	/* Parts already sent still come back: g stays valid in the arena,
+	   which lives until the last reference goes, and a closing connection
+	   ignores their answers. */
+	conn_close(c);
+}
+
+static void do_settings(struct conn *c)
+{
+	const struct config *cfg = c->w->group->cfg;
+	char buf[2048];
+	size_t o = 0;
+	o += proto_stat_u64(buf + o, "maxbytes", cfg->mem_limit);
+	o += proto_stat_u64(buf + o, "maxconns", cfg->max_conns);
+	o += proto_stat_u64(buf + o, "tcpport", (uint64_t)cfg->port);
+	o += proto_stat_u64(buf + o, "udpport", 0);
+	o += proto_stat_str(buf + o, 300, "inter", cfg->listen ? cfg->listen : "NULL");
+	o += proto_stat_u64(buf + o, "verbosity", (uint64_t)cfg->verbose);
+	o += proto_stat_u64(buf + o, "num_threads", c->w->group->nworkers);
+	o += proto_stat_str(buf + o, 64, "evictions", cfg->no_evict ? "off" : "on");
+	o += proto_stat_str(buf + o, 64, "cas_enabled", cfg->no_cas ? "no" : "yes");
+	o += proto_stat_u64(buf + o, "tcp_backlog", (uint64_t)cfg->backlog);
+	o += proto_stat_str(buf + o, 64, "binding_protocol", "ascii");
+	o += proto_stat_u64(buf + o, "item_size_max", cfg->item_max);
+	o += proto_stat_u64(buf + o, "reqs_per_event", cfg->reqs_per_event);
+	o += proto_stat_u64(buf + o, "line_max", cfg->line_max);
+	o += proto_stat_u64(buf + o, "keys_max", cfg->keys_max);
+	o += proto_stat_u64(buf + o, "conn_buffer_max", cfg->conn_arena_max);
+	o += proto_stat_str(buf + o, 300, "domain_socket",
+			    cfg->unix_path ? cfg->unix_path : "NULL");
+	memcpy(buf + o, "END\r\n", 5);
+	if (conn_emit_copy(c, buf, o + 5) < 0)
+		conn_close(c);
+}
+
+static void do_stats(struct conn *c, const struct proto_req *r)
+{
+	if (!r->arg) {
+		do_fanout(c, r, XREQ_STATS);
+	} else if (r->arg_len == 5 && !memcmp(r->arg, "reset", 5)) {
+		do_fanout(c, r, XREQ_STATS_RESET);
+	} else if (r->arg_len == 8 && !memcmp(r->arg, "settings", 8)) {
+		do_settings(c);
+	} else {
+		/* memcached's other groups (items, slabs, ...) have no
+		   meaning here; an empty listing keeps exporters working. */
+		static const char *const empty[] = { "items", "slabs", "sizes",
+						     "conns", NULL };
+		for (int i = 0; empty[i]; i++) {
+			if (r->arg_len == strlen(empty[i]) &&
+			    !memcmp(r->arg, empty[i], r->arg_len)) {
+				conn_emit_lit(c, "END\r\n");
+				return;
+			}
+		}
+		conn_emit_lit(c, "ERROR\r\n");
+	}
+}
+
+void process_request(struct conn *c, const struct proto_req *r)
+{
+	switch (r->cmd) {
+	case PROTO_CMD_GET:
+	case PROTO_CMD_GETS:
+	case PROTO_CMD_GAT:
+	case PROTO_CMD_GATS:
+		do_read(c, r);
+		break;
+	case PROTO_CMD_FLUSH_ALL:
+		c->w->counters.cmd_flush++;
+		do_fanout(c, r, XREQ_FLUSH);
+		break;
+	case PROTO_CMD_STATS:
+		do_stats(c, r);
+		break;
+	case PROTO_CMD_VERSION:
+		conn_emit_lit(c, "VERSION " CONFIG_VERSION "\r\n");
+		break;
+	case PROTO_CMD_VERBOSITY:
+		if (!r->noreply)
+			conn_emit_lit(c, "OK\r\n");
+		break;
+	case PROTO_CMD_QUIT:
+		c->close_after_send = true;
+		break;
+	case PROTO_CMD_SHUTDOWN:
+		conn_emit_lit(c, "ERROR: shutdown not enabled\r\n");
+		break;
+	default:
+		do_single(c, r);
+		break;
+	}
+}
+
+/* ---- destination side ------------------------------------------------- */
+
+/* Writes a hit's VALUE line, value and "\r\n" into the batch buffer. */
+struct batch_sink {
+	struct xbatch *b;
+	bool with_cas;
+	size_t start;
+};
+
+static char *batch_sink(void *ctx, const struct shard_view *v)
+{
+	struct batch_sink *s = ctx;
+	char *p = xbatch_reserve(s->b, PROTO_VALUE_LINE_MAX + v->vlen + 2);
+	if (!p)
+		return NULL;
+	size_t n = proto_value_line(p, v, s->with_cas);
+	memcpy(p + n + v->vlen, "\r\n", 2);
+	s->start = s->b->len;
+	s->b->len += n + v->vlen + 2;
+	return p + n;
+}
+
+void process_execute(struct worker *w, struct xbatch *b)
+{
+	for (struct xreq *x = b->head; x; x = x->next) {
+		if (x->kind != XREQ_OP) {
+			execute_fanout(w, x);
+			continue;
+		}
+		struct batch_sink s = { .b = b, .with_cas = x->with_cas };
+		bool read = proto_is_read((enum proto_cmd)x->cmd);
+		x->rc = shard_exec(w->shard, &x->req, &x->res,
+				   read ? batch_sink : NULL, &s);
+		if (x->rc == 0 && x->res.status == SHARD_HIT) {
+			x->out_off = (uint32_t)s.start;
+			x->out_len = (uint32_t)(b->len - s.start);
+		}
+	}
+}
+
+/* ---- home side, when a batch returns ---------------------------------- */
+
+static void complete_one(struct conn *c, struct xbatch *b, struct xreq *x)
+{
+	if (x->gather) {
+		if (--x->gather->remaining == 0 && !c->closing)
+			gather_done(c, x->gather);
+		return;
+	}
+	if (!x->seg || c->closing)
+		return;
+	if (!proto_is_read((enum proto_cmd)x->cmd)) {
+		char line[64];
+		size_t n = x->rc < 0 ? 0 : proto_status_line(line, (enum proto_cmd)x->cmd, &x->res);
+		if (x->rc < 0)
+			conn_fill(c, x->seg, OOM_REQ, sizeof(OOM_REQ) - 1);
+		else
+			conn_fill(c, x->seg, line, n);
+	} else if (x->rc == -ENOBUFS) {
+		conn_fill(c, x->seg, OOM_GET, sizeof(OOM_GET) - 1);
+	} else if (x->rc == 0 && x->res.status == SHARD_HIT) {
+		conn_fill(c, x->seg, b->buf + x->out_off, x->out_len);
+	} else {
+		conn_fill(c, x->seg, NULL, 0);
+	}
+}
+
+void process_complete(struct worker *w, struct xbatch *b)
+{
+	struct xreq *x = b->head;
+	while (x) {
+		/* The xreq lives in c's arena, which conn_unref may free. */
+		struct xreq *next = x->next;
+		struct conn *c = x->conn;
+		complete_one(c, b, x);
+		c->inflight--;
+		if (!c->closing)
+			worker_mark_dirty(w, c);
+		conn_unref(c);
+		x = next;
+	}
+}

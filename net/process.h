@@ -1,0 +1,31 @@
+/*
+ * process.h - the one step that joins the protocol to the shards: turning a
+ * parsed request into shard operations (inline on the home shard, or as
+ * cross-shard requests) and the outcomes into reply bytes.
+ *
+ * process_request() runs on the connection's home worker; it composes inline
+ * answers into the connection's output arena at once and leaves a pending
+ * segment for each cross-shard part. process_execute() runs on the
+ * destination worker for a batch that arrived; process_complete() runs on the
+ * home worker when the batch comes back and fills the pending segments.
+ * Nothing here allocates except from a connection's arenas (home side) or a
+ * batch's reply buffer (destination side).
+ */
+#ifndef RINGCACHE_PROCESS_H
+#define RINGCACHE_PROCESS_H
+
+#include "net/conn.h"
+#include "net/proto.h"
+#include "net/worker.h"
+#include "net/xmsg.h"
+
+/* Executes or dispatches one parsed request of connection c. */
+void process_request(struct conn *c, const struct proto_req *r);
+
+/* Destination side: runs every request of a batch against w's shard. */
+void process_execute(struct worker *w, struct xbatch *b);
+
+/* Home side: turns a returned batch's answers into reply bytes. */
+void process_complete(struct worker *w, struct xbatch *b);
+
+#endif

@@ -1,0 +1,441 @@
+/*
+ * worker.c - a worker thread's life and its io_uring loop; see worker.h.
+ *
+ * A loop pass: submit what is queued and wait (at most tick_ms) for one
+ * completion; dispatch every completion there is; then the work that is
+ * batched per pass - set the shard's clock, push the output of every
+ * connection that produced some, hand each non-empty cross-shard batch to its
+ * destination, and give the shard a bounded slice of background work.
+ * Pushing output before handing over batches matters: a push can reset an
+ * arena and parse buffered requests, which can add to the batches.
+ *
+ * The ring is set up with SINGLE_ISSUER and DEFER_TASKRUN where the kernel
+ * has them: completions are then only produced while this thread waits in
+ * io_uring_enter, which is when it wants them. MSG_RING submissions skip
+ * their own completion unless they fail.
+ *
+ * Start-up and shutdown meet at one barrier each, so that no worker sends to
+ * a ring that does not exist yet, and none frees memory another may still
+ * write to (a cross-shard request lives in its home connection's arena).
+ */
+#include "net/worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/log.h"
+#include "net/conn.h"
+#include "net/process.h"
+#include "net/udata.h"
+#include "net/xmsg.h"
+
+#define RING_ENTRIES 1024
+#define CQ_ENTRIES 16384
+#define TICK_BUDGET 64
+#define DRAIN_MS 800
+
+struct io_uring_sqe *worker_sqe(struct worker *w)
+{
+	struct io_uring_sqe *sqe;
+	while (!(sqe = io_uring_get_sqe(&w->ring)))
+		io_uring_submit(&w->ring);
+	return sqe;
+}
+
+void worker_mark_dirty(struct worker *w, struct conn *c)
+{
+	if (c->dirty || c->closing)
+		return;
+	c->dirty = true;
+	c->dirty_next = w->dirty;
+	w->dirty = c;
+}
+
+void worker_send_xreq(struct worker *w, uint32_t dst, struct xreq *x)
+{
+	xbatch_append(w->out[dst].building, x);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_clock(struct worker *w)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+	if (ts.tv_sec != w->now) {
+		w->now = ts.tv_sec;
+		shard_set_time(w->shard, w->now);
+	}
+}
+
+/* ---- submissions ------------------------------------------------------ */
+
+static void arm_accept(struct worker *w, struct listener *l)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, ud_pack(l, UD_ACCEPT));
+}
+
+static void arm_wake(struct worker *w)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_read(sqe, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
+	io_uring_sqe_set_data64(sqe, ud_pack(w, UD_WAKE));
+}
+
+/* Hands batch b to worker `to`; its completion is seen only on failure. */
+static void send_batch(struct worker *w, struct xbatch *b, uint32_t to)
+{
+	xbatch_publish(b);
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_msg_ring(sqe, w->group->workers[to]->ring.ring_fd, 0,
+			       ud_pack(b, UD_MSG), 0);
+	io_uring_sqe_set_data64(sqe, ud_pack(b, UD_MSG_SENT));
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+}
+
+static void flush_outboxes(struct worker *w)
+{
+	for (uint32_t d = 0; d < w->group->nworkers; d++) {
+		struct worker_outbox *ob = &w->out[d];
+		if (d == w->id || ob->in_flight || !ob->building->count)
+			continue;
+		struct xbatch *b = ob->building;
+		ob->building = ob->spare;
+		ob->spare = NULL;
+		ob->in_flight = true;
+		send_batch(w, b, d);
+	}
+}
+
+/* ---- completions ------------------------------------------------------ */
+
+static void on_accept(struct worker *w, struct listener *l,
+		      const struct io_uring_cqe *cqe)
+{
+	struct worker_group *g = w->group;
+	if (!(cqe->flags & IORING_CQE_F_MORE) && !w->draining)
+		arm_accept(w, l);
+	if (cqe->res < 0) {
+		if (!w->draining)
+			log_msg(LOG_DEBUG, "accept: %s", strerror(-cqe->res));
+		return;
+	}
+	int fd = cqe->res;
+	if (w->draining) {
+		close(fd);
+		return;
+	}
+	if (atomic_fetch_add_explicit(&g->conns, 1, memory_order_relaxed) >=
+	    g->cfg->max_conns) {
+		static const char msg[] = "ERROR Too many open connections\r\n";
+		atomic_fetch_sub_explicit(&g->conns, 1, memory_order_relaxed);
+		w->counters.rejected_connections++;
+		(void)!send(fd, msg, sizeof(msg) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+		close(fd);
+		return;
+	}
+	if (!l->is_unix) {
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	if (!conn_create(w, fd)) {
+		atomic_fetch_sub_explicit(&g->conns, 1, memory_order_relaxed);
+		log_msg(LOG_WARN, "out of memory accepting a connection");
+	}
+}
+
+static void on_msg(struct worker *w, struct xbatch *b)
+{
+	xbatch_acquire(b);
+	if (b->dst == w->id) {
+		process_execute(w, b);
+		send_batch(w, b, b->src);
+		return;
+	}
+	process_complete(w, b);
+	xbatch_clear(b);
+	struct worker_outbox *ob = &w->out[b->dst];
+	ob->spare = b;
+	ob->in_flight = false;
+}
+
+static void begin_drain(struct worker *w)
+{
+	w->draining = true;
+	for (struct conn *c = w->conns; c; c = c->next) {
+		if (c->closing)
+			continue;
+		/* Finish what was asked, read nothing more. */
+		shutdown(c->fd, SHUT_RD);
+		c->close_after_send = true;
+		worker_mark_dirty(w, c);
+	}
+}
+
+static void dispatch(struct worker *w, const struct io_uring_cqe *cqe)
+{
+	void *p = ud_ptr(cqe->user_data);
+	switch (ud_tag(cqe->user_data)) {
+	case UD_ACCEPT:
+		on_accept(w, p, cqe);
+		break;
+	case UD_RECV:
+		conn_on_recv(p, cqe->res);
+		break;
+	case UD_SEND:
+		conn_on_send(p, cqe->res);
+		break;
+	case UD_MSG:
+		on_msg(w, p);
+		break;
+	case UD_MSG_SENT: {
+		/* A hand-over failed (the target's ring was full): again. */
+		struct xbatch *b = p;
+		log_msg(LOG_WARN, "msg_ring: %s; retrying", strerror(-cqe->res));
+		send_batch(w, b, b->src == w->id ? b->dst : b->src);
+		break;
+	}
+	case UD_WAKE:
+		if (atomic_load(&w->group->stopping)) {
+			if (!w->draining)
+				begin_drain(w);
+		} else {
+			arm_wake(w);
+		}
+		break;
+	case UD_IGNORE:
+		break;
+	}
+}
+
+/* ---- the loop --------------------------------------------------------- */
+
+static void push_dirty(struct worker *w)
+{
+	struct conn *c;
+	while ((c = w->dirty)) {
+		w->dirty = c->dirty_next;
+		c->dirty = false;
+		conn_push(c);
+	}
+}
+
+static void after_pass(struct worker *w)
+{
+	set_clock(w);
+	push_dirty(w);
+	flush_outboxes(w);
+	shard_tick(w->shard, TICK_BUDGET);
+	atomic_fetch_add_explicit(&w->heartbeat, 1, memory_order_relaxed);
+#ifdef RINGCACHE_TEST_HOOKS
+	/* Test builds: -o watchdog_stall=N stalls worker 0 after N seconds so
+	   that the watchdog test can see WATCHDOG=1 stop. */
+	unsigned stall = w->group->cfg->watchdog_stall;
+	if (stall && w->id == 0 && w->now - w->group->started >= stall)
+		while (!atomic_load(&w->group->stopping))
+			usleep(10000);
+#endif
+}
+
+static void run_loop(struct worker *w)
+{
+	struct worker_group *g = w->group;
+	int64_t deadline = 0;
+	for (;;) {
+		unsigned ms = w->draining ? 10 : g->tick_ms;
+		struct __kernel_timespec ts = {
+			.tv_sec = ms / 1000,
+			.tv_nsec = (long long)(ms % 1000) * 1000000,
+		};
+		struct io_uring_cqe *cqe;
+		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+		unsigned head, n = 0;
+		io_uring_for_each_cqe(&w->ring, head, cqe) {
+			dispatch(w, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&w->ring, n);
+		after_pass(w);
+		if (!w->draining)
+			continue;
+		if (!deadline)
+			deadline = now_ms() + DRAIN_MS;
+		if (!w->quiet && !w->conns) {
+			w->quiet = true;
+			atomic_fetch_add(&g->quiet, 1);
+		}
+		if (atomic_load(&g->quiet) == g->nworkers || now_ms() > deadline)
+			break;
+	}
+}
+
+/* ---- set-up and tear-down --------------------------------------------- */
+
+static int ring_init(struct worker *w)
+{
+	static const unsigned flag_sets[] = {
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+		IORING_SETUP_COOP_TASKRUN,
+		0,
+	};
+	int rc = -EINVAL;
+	for (size_t i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+		struct io_uring_params p = { 0 };
+		p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
+		p.cq_entries = CQ_ENTRIES;
+		rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+		if (rc == 0)
+			return 0;
+	}
+	return rc;
+}
+
+static int worker_init(struct worker *w)
+{
+	struct worker_group *g = w->group;
+	const struct config *cfg = g->cfg;
+	w->heap = heap_create();
+	if (!w->heap)
+		return -ENOMEM;
+	struct shard_config sc = {
+		.id = w->id,
+		.count = g->nworkers,
+		.mem_limit = cfg->mem_limit / g->nworkers,
+		.item_max = cfg->item_max,
+		.no_evict = cfg->no_evict,
+	};
+	w->shard = shard_create(&sc);
+	w->keys = heap_zalloc(w->heap, (cfg->keys_max) * sizeof(*w->keys));
+	w->out = heap_zalloc(w->heap, (g->nworkers) * sizeof(*w->out));
+	if (!w->shard || !w->keys || !w->out)
+		return -ENOMEM;
+	for (uint32_t d = 0; d < g->nworkers; d++) {
+		if (d == w->id)
+			continue;
+		struct worker_outbox *ob = &w->out[d];
+		ob->own[0] = ob->building = xbatch_create(w->heap, w->id, d);
+		ob->own[1] = ob->spare = xbatch_create(w->heap, w->id, d);
+		if (!ob->building || !ob->spare)
+			return -ENOMEM;
+	}
+	w->wake_fd = eventfd(0, EFD_CLOEXEC);
+	if (w->wake_fd < 0)
+		return -errno;
+	int rc = ring_init(w);
+	if (rc < 0)
+		return rc;
+	w->ring_ready = true;
+	set_clock(w);
+	for (uint32_t i = 0; i < g->nlisteners; i++)
+		arm_accept(w, &g->listeners[i]);
+	arm_wake(w);
+	return 0;
+}
+
+static void worker_deinit(struct worker *w)
+{
+	if (w->ring_ready)
+		io_uring_queue_exit(&w->ring);
+	/* Whatever is still open after the drain deadline goes now; no other
+	   thread refers to it any more (see the second barrier). */
+	while (w->conns)
+		conn_destroy(w->conns);
+	if (w->out) {
+		for (uint32_t d = 0; d < w->group->nworkers; d++) {
+			xbatch_destroy(w->out[d].own[0]);
+			xbatch_destroy(w->out[d].own[1]);
+		}
+		heap_free(w->out);
+	}
+	heap_free(w->keys);
+	if (w->shard)
+		shard_destroy(w->shard);
+	if (w->heap)
+		heap_destroy(w->heap);
+	if (w->wake_fd >= 0)
+		close(w->wake_fd);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct worker_group *g = w->group;
+	int rc = worker_init(w);
+	if (rc < 0) {
+		log_msg(LOG_ERR, "worker %u: %s", w->id, strerror(-rc));
+		atomic_fetch_add(&g->failed, 1);
+	} else {
+		atomic_fetch_add(&g->ready, 1);
+	}
+	pthread_barrier_wait(&g->barrier);
+	if (atomic_load(&g->failed) == 0)
+		run_loop(w);
+	/* After this barrier no thread touches another's memory again. */
+	pthread_barrier_wait(&g->barrier);
+	worker_deinit(w);
+	return NULL;
+}
+
+int worker_start_all(struct worker_group *g)
+{
+	uint32_t n = g->nworkers;
+	g->workers = calloc(n, sizeof(*g->workers));
+	if (!g->workers)
+		return -ENOMEM;
+	pthread_barrier_init(&g->barrier, NULL, n + 1);
+	for (uint32_t i = 0; i < n; i++) {
+		struct worker *w = calloc(1, sizeof(*w));
+		if (w) {
+			w->id = i;
+			w->group = g;
+			w->wake_fd = -1;
+			atomic_init(&w->heartbeat, 0);
+			g->workers[i] = w;
+		}
+		if (!w || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+			/* The started threads wait at a barrier for all n; there is
+			   no clean way back from here. */
+			log_msg(LOG_ERR, "cannot start worker thread %u", i);
+			exit(71);
+		}
+	}
+	pthread_barrier_wait(&g->barrier);
+	if (atomic_load(&g->failed) == 0)
+		return 0;
+	worker_stop_all(g);
+	return -ENOMEM;
+}
+
+void worker_stop_all(struct worker_group *g)
+{
+	atomic_store(&g->stopping, true);
+	uint64_t one = 1;
+	for (uint32_t i = 0; i < g->nworkers; i++)
+		if (g->workers[i] && g->workers[i]->wake_fd >= 0)
+			(void)!write(g->workers[i]->wake_fd, &one, sizeof(one));
+	pthread_barrier_wait(&g->barrier);
+	for (uint32_t i = 0; i < g->nworkers; i++) {
+		if (!g->workers[i])
+			continue;
+		pthread_join(g->workers[i]->thread, NULL);
+		free(g->workers[i]);
+	}
+	free(g->workers);
+	g->workers = NULL;
+	pthread_barrier_destroy(&g->barrier);
+}

@@ -1,0 +1,122 @@
+/*
+ * worker.h - one worker thread: its io_uring loop, its shard, its
+ * connections, and its mailboxes to the other workers.
+ *
+ * Worker i runs one loop on one ring and owns shard i: it creates the shard
+ * (and so the shard's heap) on its own thread, and only it ever calls shard_*
+ * on it. Connections accepted by worker i live on worker i (their home) for
+ * their whole life. A request for a key of shard j != i is appended to the
+ * batch this worker is building for j; after each pass over the completion
+ * queue, every non-empty batch is handed to j's ring as one IORING_OP_MSG_RING
+ * and j sends it back, answered, the same way. At most one batch per
+ * (source, destination) pair is in flight, so the requests one worker sends
+ * another are executed in the order they were made.
+ *
+ * Ownership: struct worker and its connections' memory come from the
+ * worker's own mimalloc heap (`heap`), created on the worker's thread;
+ * everything is freed when the thread ends. The main thread may read only
+ * `heartbeat` (atomically) and call worker_stop(); everything else belongs to
+ * the worker's thread.
+ *
+ * Errors: negative errno.
+ */
+#ifndef RINGCACHE_WORKER_H
+#define RINGCACHE_WORKER_H
+
+#include <liburing.h>
+#include "shard/heap.h"
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daemon/config.h"
+#include "net/proto.h"
+#include "shard/shard.h"
+
+struct conn;
+struct xbatch;
+
+/* A listening socket; shared by all workers, each arms its own accept. */
+struct listener {
+	int fd;
+	bool is_unix;
+};
+
+/* Per-worker counters that are not the shard's; owned by the worker. */
+struct worker_counters {
+	uint64_t curr_connections;
+	uint64_t total_connections;
+	uint64_t rejected_connections;
+	uint64_t cmd_flush;
+};
+
+/* Shared by every worker of the process; written before they start. */
+struct worker_group {
+	const struct config *cfg;
+	struct listener *listeners;
+	uint32_t nlisteners;
+	uint32_t nworkers;
+	struct worker **workers;
+	int64_t started;             /* Unix time the process started */
+	atomic_uint ready;           /* workers whose loop has started */
+	atomic_uint failed;          /* workers that could not start */
+	atomic_uint conns;           /* open connections, for -c */
+	atomic_bool stopping;        /* set by worker_stop_all() */
+	atomic_uint quiet;           /* workers with nothing left in flight */
+	unsigned tick_ms;            /* longest wait of a loop pass */
+	pthread_barrier_t barrier;   /* start-up and shutdown rendezvous */
+};
+
+/* One destination's mailbox in a source worker. */
+struct worker_outbox {
+	struct xbatch *building;     /* collecting requests this iteration */
+	struct xbatch *spare;        /* the other batch, when not in flight */
+	struct xbatch *own[2];       /* both batches, for freeing */
+	bool in_flight;
+};
+
+struct worker {
+	uint32_t id;
+	struct worker_group *group;
+	struct io_uring ring;
+	bool ring_ready;
+	int wake_fd;                 /* eventfd, written by worker_stop_all */
+	uint64_t wake_buf;
+	heap_t *heap;             /* connections, arenas, batches */
+	struct shard *shard;         /* shard `id`, owned by this thread */
+	struct worker_outbox *out;   /* [nworkers], from heap */
+	struct conn *conns;          /* every open connection (list) */
+	struct conn *dirty;          /* connections with output to push */
+	struct proto_key *keys;      /* parser scratch, [cfg->keys_max] */
+	struct worker_counters counters;
+	bool draining;               /* stop seen: finishing what is open */
+	bool quiet;                  /* counted in group->quiet */
+	int64_t now;                 /* Unix seconds, updated every pass */
+	atomic_uint_fast64_t heartbeat; /* loop passes; read by main */
+	bool stall;                  /* test builds: the watchdog stall */
+	pthread_t thread;
+};
+
+/*
+ * Starts n worker threads for the group; each creates its shard and ring and
+ * arms accepts on every listener. Returns 0 when all are running, or a
+ * negative errno after stopping the ones that started.
+ */
+int worker_start_all(struct worker_group *g);
+
+/* Asks every worker to stop accepting, finish what is in flight, free
+   everything and end; returns after all threads are joined. */
+void worker_stop_all(struct worker_group *g);
+
+/* Gets a submission queue entry, submitting first if the queue is full. */
+struct io_uring_sqe *worker_sqe(struct worker *w);
+
+/* Marks a connection as having output to send after this pass. */
+void worker_mark_dirty(struct worker *w, struct conn *c);
+
+/* Appends a cross-shard request to the batch for its destination. */
+struct xreq;
+void worker_send_xreq(struct worker *w, uint32_t dst, struct xreq *x);
+
+#endif

@@ -1,0 +1,120 @@
+/*
+ * xmsg.h - cross-shard requests and the batches that carry them between
+ * workers.
+ *
+ * A request for a key that lives on another worker's shard becomes a struct
+ * xreq, allocated in the requesting connection's arena together with copies
+ * of its key and value, so that nothing in it points into the read buffer.
+ * Xreqs for one destination are chained into that destination's struct
+ * xbatch, which the source worker hands over once per loop pass. The
+ * destination executes each xreq against its own shard and writes the
+ * answers into the xreq (status) and into the batch's reply buffer (values),
+ * then hands the batch back. The source copies the answers into each
+ * connection's arena and the batch is reused.
+ *
+ * Ownership travels with the message: between the hand-over and the hand-back
+ * only the destination thread touches the batch and its xreqs; before and
+ * after, only the source thread. The release/acquire pair on `handoff` makes
+ * that ordering explicit (the kernel's ring already orders it; the atomic
+ * makes it visible to ThreadSanitizer too). The reply buffer is grown by the
+ * destination with heap_thread_realloc and freed by the source at the end
+ * (mimalloc allows a free from any thread).
+ */
+#ifndef RINGCACHE_XMSG_H
+#define RINGCACHE_XMSG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/proto.h"
+#include "net/worker.h"
+#include "shard/shard.h"
+
+struct conn;
+struct conn_seg;
+
+enum xreq_kind {
+	XREQ_OP,          /* one shard_req */
+	XREQ_STATS,       /* copy shard and worker counters into `stats` */
+	XREQ_STATS_RESET, /* zero the counters */
+	XREQ_FLUSH,       /* flush_all with req.exptime as the delay */
+};
+
+/* Counters of one worker and its shard, as `stats` gathers them. */
+struct xstats {
+	struct shard_stats shard;
+	struct worker_counters worker;
+};
+
+/* A fan-out (stats, flush_all) waiting for every shard's answer. */
+struct xgather {
+	uint32_t remaining;
+	enum proto_cmd cmd;
+	struct conn_seg *seg;        /* NULL for noreply */
+	struct xstats *stats;        /* [nworkers] for stats, in the arena */
+};
+
+struct xreq {
+	struct xreq *next;
+	struct conn *conn;           /* source side only */
+	struct conn_seg *seg;        /* where the reply goes; NULL: noreply */
+	struct xgather *gather;      /* fan-out only */
+	uint8_t kind;                /* enum xreq_kind */
+	uint8_t cmd;                 /* enum proto_cmd */
+	bool with_cas;               /* gets/gats */
+	struct shard_req req;        /* key, value: copies in the arena */
+	/* Written by the destination. */
+	int rc;
+	struct shard_res res;
+	uint32_t out_off, out_len;   /* value reply bytes in the batch buffer */
+	struct xstats *stats;        /* XREQ_STATS: where to copy */
+};
+
+struct xbatch {
+	struct xreq *head, *tail;
+	uint32_t count;
+	uint32_t src, dst;
+	char *buf;                   /* reply bytes, grown by the destination */
+	size_t len, cap;
+	atomic_uint handoff;         /* bumped on every hand-over */
+};
+
+/* Allocates an empty batch from the source worker's heap. */
+struct xbatch *xbatch_create(heap_t *heap, uint32_t src, uint32_t dst);
+void xbatch_destroy(struct xbatch *b);
+
+static inline void xbatch_append(struct xbatch *b, struct xreq *x)
+{
+	x->next = NULL;
+	if (b->tail)
+		b->tail->next = x;
+	else
+		b->head = x;
+	b->tail = x;
+	b->count++;
+}
+
+/* Empties a batch that has come back, keeping its buffer. */
+static inline void xbatch_clear(struct xbatch *b)
+{
+	b->head = b->tail = NULL;
+	b->count = 0;
+	b->len = 0;
+}
+
+/* Hand-over: the sender publishes, the receiver acquires. */
+static inline void xbatch_publish(struct xbatch *b)
+{
+	atomic_fetch_add_explicit(&b->handoff, 1, memory_order_release);
+}
+static inline void xbatch_acquire(struct xbatch *b)
+{
+	(void)atomic_load_explicit(&b->handoff, memory_order_acquire);
+}
+
+/* Destination side: room for n more reply bytes; NULL if memory is short. */
+char *xbatch_reserve(struct xbatch *b, size_t n);
+
+#endif
