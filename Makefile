@@ -4,6 +4,7 @@
 #   make run        install missing dependencies, build, run on 127.0.0.1:11211
 #   make test       install missing dependencies, build, run every test
 #   make asan/tsan  the same binaries with sanitizers, under build/asan, build/tsan
+#   make install    binary, unit, options file, man page (PREFIX=/usr/local, DESTDIR=)
 #   make clean
 
 BUILD    ?= build
@@ -18,17 +19,19 @@ SHARD_SRC  := $(wildcard shard/*.c)
 NET_SRC    := $(wildcard net/*.c)
 DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 UNIT_SRC   := $(wildcard tests/unit/*.c)
+LG_SRC     := $(wildcard scripts/loadgen*.c)
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
 BIN      := $(BUILD)/ringcached
 UNIT_BIN := $(BUILD)/unit_tests
+LG_BIN   := $(BUILD)/rc-loadgen
 
 PY       := /usr/bin/python3
 PORT     ?= 11211
 
-.PHONY: all run test unit integration asan tsan hooks deps clean
-all: $(BIN) $(UNIT_BIN)
+.PHONY: all run test unit integration asan tsan hooks fuzz deps install uninstall clean
+all: $(BIN) $(UNIT_BIN) $(LG_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -39,6 +42,9 @@ $(BIN): $(call obj,daemon/main.c $(DAEMON_SRC) $(NET_SRC) $(SHARD_SRC))
 
 $(UNIT_BIN): $(call obj,$(UNIT_SRC) $(DAEMON_SRC) $(NET_SRC) $(SHARD_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lcunit
+
+$(LG_BIN): $(call obj,$(LG_SRC))
+	$(CC) $(LDFLAGS) -o $@ $^ -lxxhash -lpthread -lm
 
 deps:
 	@scripts/deps.sh
@@ -55,6 +61,9 @@ integration: $(BIN)
 
 test: deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory tsan
+	@$(MAKE) --no-print-directory hooks
 	@scripts/test.sh
 
 # Sanitizer builds allocate through libc (RINGCACHE_LIBC_HEAP, see
@@ -69,7 +78,56 @@ tsan:
 
 # The daemon with test hooks (-o watchdog_stall=N) for the watchdog test.
 hooks:
-	@$(MAKE) --no-print-directory BUILD=build/hooks EXTRA_CFLAGS=-DRINGCACHE_TEST_HOOKS $(BUILD)/hooks/ringcached
+	@$(MAKE) --no-print-directory BUILD=build/hooks EXTRA_CFLAGS=-DRINGCACHE_TEST_HOOKS build/hooks/ringcached
+
+# libFuzzer targets (clang): tests/fuzz/fuzz_<name>.c with its seed corpus
+# tests/fuzz/corpus/<name>/; each runs FUZZ_TIME seconds on a working copy
+# of its corpus under build/fuzz, so the seeds in the tree stay as they are.
+FUZZ_CC   ?= clang
+FUZZ_TIME ?= 30
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN  := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
+FUZZ_LIB  := net/proto.c $(SHARD_SRC)
+
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB) $(wildcard shard/*.h net/*.h)
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) -std=c11 -g -O1 -D_GNU_SOURCE -DRINGCACHE_LIBC_HEAP -I. \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		$< $(FUZZ_LIB) -o $@ -lxxhash
+
+fuzz: $(FUZZ_BIN)
+	@set -e; for b in $(FUZZ_BIN); do \
+		n=$${b#build/fuzz/fuzz_}; rm -rf build/fuzz/work-$$n; \
+		mkdir -p build/fuzz/work-$$n; cp tests/fuzz/corpus/$$n/* build/fuzz/work-$$n/; \
+		echo "fuzz: $$n for $(FUZZ_TIME) s"; \
+		$$b -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build/fuzz/work-$$n \
+			2>build/fuzz/$$n.log || { tail -40 build/fuzz/$$n.log; exit 1; }; \
+		grep -E 'stat::number_of_executed_units|Done [0-9]+ runs' build/fuzz/$$n.log; \
+	done
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binary and man page under
+# PREFIX, the unit (its ExecStart pointed at PREFIX's binary) under
+# /lib/systemd/system and the options under /etc/default; an existing
+# /etc/default/ringcached is kept. Then: systemctl daemon-reload.
+PREFIX     ?= /usr/local
+UNIT_DIR   := $(DESTDIR)/lib/systemd/system
+INSTALLED  := $(DESTDIR)$(PREFIX)/bin/ringcached $(UNIT_DIR)/ringcached.service \
+	$(DESTDIR)/etc/default/ringcached $(DESTDIR)$(PREFIX)/share/man/man1/ringcached.1
+
+install: $(BIN)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ringcached
+	install -D -m 0644 daemon/ringcached.1 $(DESTDIR)$(PREFIX)/share/man/man1/ringcached.1
+	@mkdir -p $(UNIT_DIR)
+	sed 's|^ExecStart=/usr/bin/ringcached|ExecStart=$(PREFIX)/bin/ringcached|' \
+		systemd/ringcached.service > $(UNIT_DIR)/ringcached.service
+	chmod 0644 $(UNIT_DIR)/ringcached.service
+	@if [ -e $(DESTDIR)/etc/default/ringcached ]; then \
+		echo "keeping $(DESTDIR)/etc/default/ringcached"; else \
+		echo "install -D -m 0644 systemd/ringcached.conf $(DESTDIR)/etc/default/ringcached"; \
+		install -D -m 0644 systemd/ringcached.conf $(DESTDIR)/etc/default/ringcached; fi
+
+uninstall:
+	rm -f $(INSTALLED)
 
 clean:
 	rm -rf build

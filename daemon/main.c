@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,8 +98,24 @@ static void wait_for_stop(struct worker_group *g, const sigset_t *set,
 	free(last);
 }
 
+/* Like memcached: room for -c connections plus the daemon's own files. */
+static void raise_fd_limit(uint32_t max_conns)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	rlim_t want = (rlim_t)max_conns + 64;
+	if (rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < want)
+		log_msg(LOG_WARN, "open files limited to %lu; -c %u may not be reached",
+			(unsigned long)rl.rlim_cur, max_conns);
+}
+
 static void finish_config(struct config *cfg)
 {
+	raise_fd_limit(cfg->max_conns);
 	if (!cfg->conn_arena_max)
 		cfg->conn_arena_max = 2 * cfg->item_max + (1u << 20);
 	log_set_level(cfg->verbose >= 2 ? LOG_DEBUG : LOG_INFO);

@@ -4,7 +4,9 @@
  * A chunk is a header followed by its bytes. Allocation bumps `pos` in the
  * current chunk; when the request does not fit, a new chunk is taken that is
  * at least as large as the request, so a 1 MiB value lands in one piece.
- * Reset frees every chunk but the first. Chunks come from the worker's heap
+ * Reset frees every chunk but the first, and the first too when it is an
+ * oversized one (so an idle connection does not pin a 1 MiB block because
+ * its first batch held a large value). Chunks come from the worker's heap
  * with heap_alloc (shard/heap.h).
  */
 #include "net/arena.h"
@@ -48,6 +50,12 @@ void arena_reset(struct arena *a)
 {
 	if (!a->first)
 		return;
+	if (a->first->size > a->chunk_size) {
+		/* An oversized first chunk (the batch began with a large value)
+		   is not kept: an idle connection would pin it for good. */
+		arena_deinit(a);
+		return;
+	}
 	free_chain(a->first->next);
 	a->first->next = NULL;
 	a->cur = a->first;
@@ -62,7 +70,7 @@ static int grow(struct arena *a, size_t n)
 {
 	size_t size = n > a->chunk_size ? n : a->chunk_size;
 	size_t total = sizeof(struct arena_chunk) + size;
-	if (a->held + total > a->limit || total < size)
+	if (total < size || a->held > a->limit || total > a->limit - a->held)
 		return 0;
 	struct arena_chunk *c = heap_alloc(a->heap, total);
 	if (!c)
@@ -82,7 +90,9 @@ static int grow(struct arena *a, size_t n)
 
 char *arena_bytes(struct arena *a, size_t n)
 {
-	if ((size_t)(a->end - a->pos) < n && !grow(a, n))
+	/* A fresh arena has no chunk: even 0 bytes take one, so that NULL
+	   keeps meaning "over the limit". */
+	if ((!a->pos || (size_t)(a->end - a->pos) < n) && !grow(a, n))
 		return NULL;
 	char *p = a->pos;
 	a->pos += n;
@@ -94,7 +104,8 @@ void *arena_alloc(struct arena *a, size_t n)
 {
 	const size_t align = _Alignof(max_align_t);
 	size_t pad = a->pos ? (size_t)(-(uintptr_t)a->pos) & (align - 1) : 0;
-	if (!a->pos || (size_t)(a->end - a->pos) < pad + n) {
+	if (!a->pos || (size_t)(a->end - a->pos) < pad ||
+	    (size_t)(a->end - a->pos) - pad < n) {
 		/* A fresh chunk's data is aligned, so it needs no padding. */
 		if (!grow(a, n))
 			return NULL;

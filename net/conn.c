@@ -187,7 +187,9 @@ static void parse_input(struct conn *c)
 			break;
 		}
 		if (rc == PROTO_BAD) {
-			if (conn_emit_copy(c, req.error, strlen(req.error)) < 0) {
+			/* memcached mutes the error of a noreply request. */
+			if (!req.noreply &&
+			    conn_emit_copy(c, req.error, strlen(req.error)) < 0) {
 				conn_close(c);
 				break;
 			}

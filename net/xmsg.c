@@ -28,6 +28,8 @@ void xbatch_destroy(struct xbatch *b)
 char *xbatch_reserve(struct xbatch *b, size_t n)
 {
 	if (b->cap - b->len < n) {
+		if (b->len + n > XBATCH_BUF_MAX)
+			return NULL;
 		size_t cap = b->cap ? b->cap : 4096;
 		while (cap - b->len < n)
 			cap *= 2;

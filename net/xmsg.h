@@ -96,12 +96,18 @@ static inline void xbatch_append(struct xbatch *b, struct xreq *x)
 	b->count++;
 }
 
-/* Empties a batch that has come back, keeping its buffer. */
+/* Empties a batch that has come back, keeping a buffer of ordinary size
+   (one that a burst of large values grew is given back). */
 static inline void xbatch_clear(struct xbatch *b)
 {
 	b->head = b->tail = NULL;
 	b->count = 0;
 	b->len = 0;
+	if (b->cap > ((size_t)1 << 20)) {
+		heap_free(b->buf);
+		b->buf = NULL;
+		b->cap = 0;
+	}
 }
 
 /* Hand-over: the sender publishes, the receiver acquires. */
@@ -114,7 +120,16 @@ static inline void xbatch_acquire(struct xbatch *b)
 	(void)atomic_load_explicit(&b->handoff, memory_order_acquire);
 }
 
-/* Destination side: room for n more reply bytes; NULL if memory is short. */
+/*
+ * The most reply bytes one batch carries. A multi-get of many large values
+ * could otherwise make a destination allocate without bound; past this the
+ * keys that do not fit answer "SERVER_ERROR out of memory writing get
+ * response".
+ */
+#define XBATCH_BUF_MAX ((size_t)64 << 20)
+
+/* Destination side: room for n more reply bytes; NULL if memory is short
+   or the batch is at XBATCH_BUF_MAX. */
 char *xbatch_reserve(struct xbatch *b, size_t n);
 
 #endif

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# bench.sh - ringcached against memcached, same machine, same run.
+#
+# For each worker-thread count (-t), starts the server under test and
+# memcached with the same -t and -m on free loopback ports, warms both
+# (every workload's key space is prefilled, then a short unmeasured run),
+# then runs every workload against each server in turn, A B A B, for
+# several rounds, with build/rc-loadgen. For every run it records the
+# generator's requests/s and p99 and the server's CPU time (utime + stime
+# from /proc/PID/stat, read before and after). scripts/bench_report.py
+# prints, per -t, the median of the rounds for each server and the ratios
+# ringcached / memcached: above 1 is better for requests/s, below 1 is
+# better for p99 and CPU per million requests.
+#
+# Both servers are stopped by pid at the end, on error and on ^C.
+#
+# Environment (flags override):
+#   RINGCACHED      server under test            [build/ringcached]
+#   MEMCACHED       reference server             [/usr/bin/memcached]
+#   LOADGEN         load generator               [build/rc-loadgen]
+#   BENCH_THREADS   -t values, e.g. "1 2"        [1 2]
+#   BENCH_MEM       -m for both, MiB             [1024]
+#   BENCH_ROUNDS    rounds (A B per workload)    [3; 1 when quick]
+#   BENCH_DURATION  seconds per run              [4; 1 when quick]
+#   BENCH_LG_THREADS generator threads           [1]
+#   BENCH_QUICK=1   smoke test: 1 round of 1 s runs
+#   BENCH_OUT       where the raw results go     [build/bench]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+	sed -n '2,/^set -e/{/^set -e/d;s/^# \{0,1\}//;p}' "$0"
+	cat <<EOF
+Flags:
+  -t, --threads "LIST"   -t values to run at (BENCH_THREADS)
+  -r, --rounds N         rounds (BENCH_ROUNDS)
+  -d, --duration SEC     seconds per run (BENCH_DURATION)
+  -q, --quick            one round of 1 s runs (BENCH_QUICK=1)
+  -h, --help
+EOF
+}
+
+RINGCACHED=${RINGCACHED:-build/ringcached}
+MEMCACHED=${MEMCACHED:-/usr/bin/memcached}
+LOADGEN=${LOADGEN:-build/rc-loadgen}
+THREADS=${BENCH_THREADS:-1 2}
+MEM=${BENCH_MEM:-1024}
+LG_THREADS=${BENCH_LG_THREADS:-1}
+OUT=${BENCH_OUT:-build/bench}
+QUICK=${BENCH_QUICK:-0}
+ROUNDS=${BENCH_ROUNDS:-}
+DURATION=${BENCH_DURATION:-}
+PY=/usr/bin/python3
+
+die() {
+	echo "bench.sh: $*" >&2
+	exit 2
+}
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	-t | --threads) [ $# -ge 2 ] || die "$1 needs a value"; THREADS=$2; shift 2 ;;
+	-r | --rounds) [ $# -ge 2 ] || die "$1 needs a value"; ROUNDS=$2; shift 2 ;;
+	-d | --duration) [ $# -ge 2 ] || die "$1 needs a value"; DURATION=$2; shift 2 ;;
+	-q | --quick) QUICK=1; shift ;;
+	-h | --help) usage; exit 0 ;;
+	*) die "unknown argument '$1' (try --help)" ;;
+	esac
+done
+if [ "$QUICK" = 1 ]; then
+	ROUNDS=${ROUNDS:-1}
+	DURATION=${DURATION:-1}
+fi
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-4}
+
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "rounds must be a positive integer, got '$ROUNDS'"
+[[ $DURATION =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "duration must be seconds, got '$DURATION'"
+[[ $MEM =~ ^[1-9][0-9]*$ ]] || die "BENCH_MEM must be MiB, got '$MEM'"
+for t in $THREADS; do
+	[[ $t =~ ^[1-9][0-9]*$ ]] || die "thread counts must be positive integers, got '$t'"
+done
+for bin in "$RINGCACHED" "$MEMCACHED" "$LOADGEN"; do
+	[ -x "$bin" ] || die "$bin is missing or not executable (run make; set RINGCACHED/MEMCACHED/LOADGEN)"
+done
+
+# name | generator arguments. Distinct key prefixes keep one workload's
+# values out of another's key space; each key space is prefilled once.
+WORKLOADS=(
+	"get90-100B|-c 50 -P 1 -r 9:1 -v 100 -k 100000 --key-prefix b100:"
+	"get90-100B-P16|-c 50 -P 16 -r 9:1 -v 100 -k 100000 --key-prefix b100:"
+	"mget10-100B|-c 50 -P 1 -r 9:1 -m 10 -v 100 -k 100000 --key-prefix b100:"
+	"get90-4KB|-c 50 -P 1 -r 9:1 -v 4096 -k 20000 --key-prefix b4k:"
+	"set50-100B|-c 50 -P 1 -r 1:1 -v 100 -k 100000 --key-prefix b100:"
+)
+PREFILLS=(
+	"-c 8 -v 100 -k 100000 --key-prefix b100:"
+	"-c 8 -v 4096 -k 20000 --key-prefix b4k:"
+)
+
+RC_PID=
+MC_PID=
+stop_servers() {
+	local pid
+	for pid in $RC_PID $MC_PID; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in $RC_PID $MC_PID; do
+		# Bounded wait, then the hard way.
+		for _ in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -9 "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	RC_PID=
+	MC_PID=
+}
+trap stop_servers EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	"$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# cpu_ticks PID: utime + stime in clock ticks (fields 14 and 15; the
+# command name in field 2 may hold spaces, so count from its ')').
+cpu_ticks() {
+	local stat
+	stat=$(<"/proc/$1/stat") || return 1
+	stat=${stat##*) }
+	# shellcheck disable=SC2086
+	set -- $stat
+	echo $((${12} + ${13}))
+}
+
+wait_ready() { # PID PORT NAME
+	for _ in $(seq 100); do
+		kill -0 "$1" 2>/dev/null || die "$3 exited at start-up (see its messages above)"
+		if "$PY" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$2" 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.05
+	done
+	die "$3 did not listen on port $2 within 5 s"
+}
+
+USER_FLAG=()
+if [ "$(id -u)" = 0 ]; then
+	USER_FLAG=(-u "${BENCH_USER:-nobody}") # memcached refuses root without -u
+fi
+
+start_server() { # VAR BIN THREADS PORT: starts BIN, its pid into VAR
+	"$2" -l 127.0.0.1 -p "$4" -U 0 -t "$3" -m "$MEM" "${USER_FLAG[@]}" &
+	printf -v "$1" '%s' "$!"
+}
+
+mkdir -p "$OUT"
+RESULTS=$OUT/results.tsv
+printf 'threads\tworkload\tserver\tround\trps\tp99_us\tserver_cpu_s\trequests\terrors\twrong\tlg_cpu_s\n' >"$RESULTS"
+TCK=$(getconf CLK_TCK)
+
+# run_one T WORKLOAD_NAME ARGS SERVER_LABEL PID PORT ROUND
+run_one() {
+	local t=$1 name=$2 args=$3 label=$4 pid=$5 port=$6 round=$7 c0 c1 json rc=0
+	c0=$(cpu_ticks "$pid") || die "$label is gone"
+	# shellcheck disable=SC2086
+	json=$("$LOADGEN" -s "127.0.0.1:$port" -t "$LG_THREADS" $args -D "$DURATION" --json -q) || rc=$?
+	c1=$(cpu_ticks "$pid") || die "$label died during $name"
+	[ $rc -le 1 ] || die "$LOADGEN failed ($rc) on $name against $label"
+	[ -n "$json" ] || die "$LOADGEN printed nothing on $name against $label"
+	"$PY" - "$t" "$name" "$label" "$round" "$c0" "$c1" "$TCK" "$json" >>"$RESULTS" <<'EOF'
+import json, sys
+t, name, label, rnd, c0, c1, tck, raw = sys.argv[1:]
+d = json.loads(raw)
+cpu = (int(c1) - int(c0)) / int(tck)
+print("\t".join(str(x) for x in (t, name, label, rnd, round(d["rps"], 1),
+      d["latency_us"]["all"]["p99"], round(cpu, 3), d["requests"],
+      d["errors"], d["wrong_values"], round(d["cpu_user_s"] + d["cpu_sys_s"], 3))))
+EOF
+	printf '  t=%s round %s %-15s %-10s %s\n' "$t" "$round" "$name" "$label" \
+		"$(tail -n 1 "$RESULTS" | cut -f5,6 | awk '{printf "%.0f req/s, p99 %s us", $1, $2}')"
+}
+
+warm() { # PORT LABEL
+	local p
+	for p in "${PREFILLS[@]}"; do
+		# shellcheck disable=SC2086
+		"$LOADGEN" -s "127.0.0.1:$1" $p --prefill -n 0 -q >/dev/null ||
+			die "prefill of $2 failed: $LOADGEN $p --prefill -n 0"
+	done
+	"$LOADGEN" -s "127.0.0.1:$1" -c 50 -k 100000 --key-prefix b100: -D 1 -q >/dev/null ||
+		die "warm-up run against $2 failed"
+}
+
+echo "ringcached: $RINGCACHED"
+echo "memcached:  $MEMCACHED ($("$MEMCACHED" -V 2>/dev/null || echo '?'))"
+echo "-t {$THREADS}, -m $MEM, $ROUNDS rounds x ${DURATION} s, generator threads $LG_THREADS, $(nproc) CPUs"
+for t in $THREADS; do
+	RC_PORT=$(free_port)
+	start_server RC_PID "$RINGCACHED" "$t" "$RC_PORT"
+	wait_ready "$RC_PID" "$RC_PORT" ringcached
+	MC_PORT=$(free_port)
+	start_server MC_PID "$MEMCACHED" "$t" "$MC_PORT"
+	wait_ready "$MC_PID" "$MC_PORT" memcached
+	warm "$RC_PORT" ringcached
+	warm "$MC_PORT" memcached
+	for round in $(seq "$ROUNDS"); do
+		for w in "${WORKLOADS[@]}"; do
+			name=${w%%|*}
+			args=${w#*|}
+			run_one "$t" "$name" "$args" ringcached "$RC_PID" "$RC_PORT" "$round"
+			run_one "$t" "$name" "$args" memcached "$MC_PID" "$MC_PORT" "$round"
+		done
+	done
+	stop_servers
+done
+
+echo
+"$PY" scripts/bench_report.py "$RESULTS"
+echo "raw results: $RESULTS"

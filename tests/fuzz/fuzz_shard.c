@@ -1,0 +1,310 @@
+/*
+ * fuzz_shard.c - libFuzzer target for the shard engine (shard/).
+ *
+ * The input is decoded into a sequence of operations on one small shard:
+ * every storage command, reads, touch, delete, incr/decr, flush and clock
+ * steps, over a key space of eight keys. A reference model - a plain array
+ * that follows protocol.txt with no cleverness at all - executes the same
+ * sequence, and every answer of the shard is checked against it:
+ *  - with a roomy memory limit (no eviction possible) every status, value,
+ *    flags and incr/decr result must equal the model's exactly;
+ *  - with a tiny limit (first byte odd) the shard may have evicted a key
+ *    the model still has, so a miss is allowed there, but anything the shard
+ *    does return must be exactly the model's latest value for that key;
+ *  - the shard's `bytes` never exceeds its limit; every cas it hands out is
+ *    new; at the end, destroying the shard frees every block (the libc heap
+ *    of sanitizer builds aborts on a leaked block).
+ *
+ * Build and run: `make fuzz` (clang, -fsanitize=fuzzer,address,undefined).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shard/shard.h"
+
+#define NKEYS 8
+#define VMAX 96
+#define ITEM_MAX 64
+#define T0 1700000000
+
+struct model_item {
+	bool live;
+	uint32_t flags;
+	int64_t exp;     /* absolute; 0 never */
+	uint64_t cas;
+	uint32_t vlen;
+	char v[VMAX * 2];
+};
+
+struct input {
+	const uint8_t *p;
+	size_t n;
+};
+
+static uint8_t take(struct input *in)
+{
+	if (!in->n)
+		return 0;
+	in->n--;
+	return *in->p++;
+}
+
+#define CHECK(cond)                                                          \
+	do {                                                                 \
+		if (!(cond)) {                                               \
+			fprintf(stderr, "fuzz_shard: %s:%d: %s\n", __FILE__, \
+				__LINE__, #cond);                            \
+			abort();                                             \
+		}                                                            \
+	} while (0)
+
+static int64_t abs_exp(int64_t raw, int64_t now)
+{
+	if (raw == 0)
+		return 0;
+	if (raw < 0)
+		return now - 1;
+	if (raw <= SHARD_REL_TIME_MAX)
+		return now + raw;
+	return raw;
+}
+
+static bool visible(const struct model_item *m, int64_t now)
+{
+	return m->live && (m->exp == 0 || m->exp > now);
+}
+
+struct read_buf {
+	char data[VMAX * 2];
+	struct shard_view view;
+	int calls;
+};
+
+static char *sink(void *ctx, const struct shard_view *v)
+{
+	struct read_buf *b = ctx;
+	b->calls++;
+	b->view = *v;
+	CHECK(v->vlen <= sizeof(b->data));
+	return b->data;
+}
+
+/* Parses a model value as incr/decr does: all digits, fits in u64. */
+static bool model_number(const struct model_item *m, uint64_t *out)
+{
+	if (m->vlen == 0 || m->vlen > 20)
+		return false;
+	uint64_t v = 0;
+	for (uint32_t i = 0; i < m->vlen; i++) {
+		char c = m->v[i];
+		if (c < '0' || c > '9')
+			return false;
+		unsigned d = (unsigned)(c - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return true;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct input in = { data, size };
+	bool tiny = take(&in) & 1;
+	struct shard_config cfg = {
+		.id = 1, .count = 3,
+		.mem_limit = tiny ? 2048 : (8u << 20),
+		.item_max = ITEM_MAX,
+	};
+	struct shard *s = shard_create(&cfg);
+	CHECK(s);
+	int64_t now = T0;
+	shard_set_time(s, now);
+	static struct model_item model[NKEYS];
+	memset(model, 0, sizeof(model));
+	static const char *const keys[NKEYS] = { "a", "bb", "key3", "k:4",
+						 "five5", "6", "seven", "x8" };
+	uint64_t last_cas = 0;
+	char value[VMAX];
+
+	while (in.n) {
+		uint8_t op = take(&in) % 14;
+		unsigned k = take(&in) % NKEYS;
+		struct model_item *m = &model[k];
+		struct shard_req q = {
+			.key = keys[k], .klen = (uint8_t)strlen(keys[k]),
+			.hash = shard_hash(keys[k], strlen(keys[k])),
+		};
+		struct shard_res r;
+		struct read_buf rb = { .calls = 0 };
+		bool vis = visible(m, now);
+
+		if (op == 12) { /* clock step */
+			now += take(&in) % 8;
+			shard_set_time(s, now);
+			continue;
+		}
+		if (op == 13) { /* flush now, or a bounded tick */
+			if (take(&in) & 1) {
+				shard_flush(s, 0);
+				for (unsigned i = 0; i < NKEYS; i++)
+					model[i].live = false;
+			} else {
+				shard_tick(s, take(&in));
+			}
+			continue;
+		}
+		if (op <= 5 || op == 8) { /* set add replace append prepend cas */
+			static const enum shard_op ops[] = {
+				SHARD_OP_SET, SHARD_OP_ADD, SHARD_OP_REPLACE,
+				SHARD_OP_APPEND, SHARD_OP_PREPEND, SHARD_OP_SET,
+				0, 0, SHARD_OP_CAS };
+			q.op = ops[op];
+			q.vlen = take(&in) % (VMAX - 20);
+			uint8_t fill = take(&in);
+			for (uint32_t i = 0; i < q.vlen; i++)
+				value[i] = (fill & 0x80) ? (char)('0' + (fill + i) % 10)
+							 : (char)(fill + i);
+			q.value = value;
+			q.flags = (uint32_t)take(&in) << 24 | take(&in);
+			uint8_t e = take(&in);
+			q.exptime = e < 200 ? 0 : e < 250 ? (int64_t)(e - 200) / 5 : -1;
+			if (q.op == SHARD_OP_CAS)
+				q.cas = (take(&in) & 3) ? m->cas : m->cas + 1;
+		} else if (op == 6 || op == 7) {
+			q.op = op == 6 ? SHARD_OP_GET : SHARD_OP_GAT;
+			q.exptime = take(&in) % 6;
+		} else if (op == 9) {
+			q.op = SHARD_OP_TOUCH;
+			q.exptime = take(&in) % 6;
+		} else if (op == 10) {
+			q.op = SHARD_OP_DELETE;
+		} else {
+			q.op = (take(&in) & 1) ? SHARD_OP_INCR : SHARD_OP_DECR;
+			q.delta = take(&in) ? take(&in) : UINT64_MAX - take(&in);
+		}
+
+		int rc = shard_exec(s, &q, &r, sink, &rb);
+		CHECK(rc == 0);
+		struct shard_stats st;
+		shard_stats(s, &st);
+		CHECK(st.bytes <= cfg.mem_limit);
+		/* In tiny mode a key the model has may be gone (evicted). */
+		bool may_miss = tiny && vis;
+		bool miss = r.status == SHARD_NOT_FOUND ||
+			    (r.status == SHARD_NOT_STORED &&
+			     (q.op == SHARD_OP_REPLACE || q.op == SHARD_OP_APPEND ||
+			      q.op == SHARD_OP_PREPEND));
+		if (may_miss && miss) {
+			/* Evicted: the model forgets it too. A failed store on a
+			   missing key changes nothing more. */
+			m->live = false;
+			vis = false;
+		}
+
+		switch (q.op) {
+		case SHARD_OP_GET:
+		case SHARD_OP_GAT:
+			if (!vis) {
+				CHECK(r.status == SHARD_NOT_FOUND && rb.calls == 0);
+				break;
+			}
+			CHECK(r.status == SHARD_HIT && rb.calls == 1);
+			CHECK(rb.view.vlen == m->vlen && r.vlen == m->vlen);
+			CHECK(!memcmp(rb.data, m->v, m->vlen));
+			CHECK(rb.view.flags == m->flags && r.flags == m->flags);
+			CHECK(rb.view.cas == m->cas && r.cas == m->cas);
+			CHECK(rb.view.klen == q.klen && !memcmp(rb.view.key, q.key, q.klen));
+			if (q.op == SHARD_OP_GAT)
+				m->exp = abs_exp(q.exptime, now);
+			break;
+		case SHARD_OP_TOUCH:
+			CHECK(r.status == (vis ? SHARD_TOUCHED : SHARD_NOT_FOUND));
+			if (vis)
+				m->exp = abs_exp(q.exptime, now);
+			break;
+		case SHARD_OP_DELETE:
+			CHECK(r.status == (vis ? SHARD_DELETED : SHARD_NOT_FOUND));
+			m->live = false;
+			break;
+		case SHARD_OP_INCR:
+		case SHARD_OP_DECR: {
+			if (!vis) {
+				CHECK(r.status == SHARD_NOT_FOUND);
+				break;
+			}
+			uint64_t n;
+			if (!model_number(m, &n)) {
+				CHECK(r.status == SHARD_NON_NUMERIC);
+				break;
+			}
+			if (q.op == SHARD_OP_INCR)
+				n += q.delta;
+			else
+				n = n < q.delta ? 0 : n - q.delta;
+			if (tiny && r.status == SHARD_NO_MEMORY) {
+				m->live = false;
+				break;
+			}
+			CHECK(r.status == SHARD_NUMBER && r.number == n);
+			m->vlen = (uint32_t)snprintf(m->v, sizeof(m->v), "%" PRIu64, n);
+			CHECK(r.cas > last_cas);
+			m->cas = last_cas = r.cas;
+			break;
+		}
+		default: { /* stores */
+			bool exists = vis;
+			enum shard_status want = SHARD_STORED;
+			uint32_t nlen = q.vlen;
+			if (q.op == SHARD_OP_ADD && exists)
+				want = SHARD_NOT_STORED;
+			else if ((q.op == SHARD_OP_REPLACE || q.op == SHARD_OP_APPEND ||
+				  q.op == SHARD_OP_PREPEND) && !exists)
+				want = SHARD_NOT_STORED;
+			else if (q.op == SHARD_OP_CAS && !exists)
+				want = SHARD_NOT_FOUND;
+			else if (q.op == SHARD_OP_CAS && q.cas != m->cas)
+				want = SHARD_EXISTS;
+			if (want == SHARD_STORED && (q.op == SHARD_OP_APPEND ||
+						     q.op == SHARD_OP_PREPEND))
+				nlen = m->vlen + q.vlen;
+			if (want == SHARD_STORED && nlen > ITEM_MAX)
+				want = SHARD_TOO_LARGE;
+			if (tiny && want == SHARD_STORED && r.status == SHARD_NO_MEMORY) {
+				m->live = false;
+				break;
+			}
+			CHECK(r.status == want);
+			if (want == SHARD_TOO_LARGE && q.op != SHARD_OP_APPEND &&
+			    q.op != SHARD_OP_PREPEND)
+				m->live = false; /* memcached drops the old value */
+			if (want != SHARD_STORED)
+				break;
+			CHECK(r.cas > last_cas);
+			last_cas = r.cas;
+			if (q.op == SHARD_OP_APPEND) {
+				memcpy(m->v + m->vlen, q.value, q.vlen);
+			} else if (q.op == SHARD_OP_PREPEND) {
+				memmove(m->v + q.vlen, m->v, m->vlen);
+				memcpy(m->v, q.value, q.vlen);
+			} else {
+				memcpy(m->v, q.value, q.vlen);
+				m->flags = q.flags;
+				m->exp = abs_exp(q.exptime, now);
+			}
+			m->vlen = nlen;
+			m->cas = r.cas;
+			m->live = true;
+			break;
+		}
+		}
+	}
+	shard_destroy(s);
+	return 0;
+}
