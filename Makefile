@@ -30,7 +30,7 @@ LG_BIN   := $(BUILD)/rc-loadgen
 PY       := /usr/bin/python3
 PORT     ?= 11211
 
-.PHONY: all run test unit integration asan tsan hooks fuzz deps install uninstall clean
+.PHONY: all run test unit integration soak asan tsan hooks fuzz bench deps install uninstall clean
 all: $(BIN) $(UNIT_BIN) $(LG_BIN)
 
 $(BUILD)/%.o: %.c
@@ -58,6 +58,11 @@ unit: $(UNIT_BIN)
 
 integration: $(BIN)
 	RINGCACHED=$(abspath $(BIN)) $(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+# The integrity check (rc-loadgen --verify under eviction) for 60 s, not 10.
+soak: $(BIN) $(LG_BIN)
+	RINGCACHED=$(abspath $(BIN)) RINGCACHE_SOAK_SECONDS=60 $(PY) -m pytest -q -p no:cacheprovider \
+		tests/integration/test_integrity.py
 
 test: deps
 	@$(MAKE) --no-print-directory all
@@ -104,6 +109,13 @@ fuzz: $(FUZZ_BIN)
 			2>build/fuzz/$$n.log || { tail -40 build/fuzz/$$n.log; exit 1; }; \
 		grep -E 'stat::number_of_executed_units|Done [0-9]+ runs' build/fuzz/$$n.log; \
 	done
+
+# ringcached against memcached (same -t and -m, A B A B rounds): a table of
+# requests/s, p99 and server CPU per million requests. BENCH_ARGS passes
+# flags to scripts/bench.sh, e.g. make bench BENCH_ARGS=--quick.
+BENCH_ARGS ?=
+bench: all
+	RINGCACHED=$(abspath $(BIN)) LOADGEN=$(abspath $(LG_BIN)) scripts/bench.sh $(BENCH_ARGS)
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the binary and man page under
 # PREFIX, the unit (its ExecStart pointed at PREFIX's binary) under

@@ -133,7 +133,8 @@ static int parse_size(const char *s, size_t unit, size_t max, size_t *out)
 
 static int bad(FILE *err, const char *flag, const char *value, const char *why)
 {
-	fprintf(err, "ringcached: %s %s: %s\n", flag, value ? value : "", why);
+	fprintf(err, "ringcached: %s%s%s: %s\n", flag, value ? " " : "",
+		value ? value : "", why);
 	return -EINVAL;
 }
 

@@ -219,9 +219,9 @@ void conn_on_recv(struct conn *c, int res)
 			return;
 		}
 		if (res == 0) {
-			/* The client is done sending; answer what it sent. */
+			/* The client is done sending; answer what it sent
+			   (conn_push closes once that is out). */
 			c->peer_eof = true;
-			c->close_after_send = true;
 		}
 		worker_mark_dirty(c->w, c);
 		return;
@@ -276,6 +276,12 @@ static bool start_send(struct conn *c)
 
 void conn_push(struct conn *c)
 {
+	/* Closed while it was on the dirty list: maybe_free() skipped it
+	   then, and nothing else would free it before shutdown. */
+	if (c->closing) {
+		maybe_free(c);
+		return;
+	}
 	while (!c->closing && !c->send_armed) {
 		pop_sent(c);
 		if (start_send(c))
@@ -291,8 +297,14 @@ void conn_push(struct conn *c)
 		}
 		if (was_paused && c->rstart != c->rend) {
 			parse_input(c);
-			if (c->seg_head)
+			if (c->seg_head || c->inflight)
 				continue;
+		}
+		/* No more input will come (the client's EOF, or the daemon
+		   is stopping) and every request read has been answered. */
+		if (c->peer_eof) {
+			conn_close(c);
+			return;
 		}
 		arm_recv(c);
 		return;

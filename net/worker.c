@@ -180,9 +180,12 @@ static void begin_drain(struct worker *w)
 	for (struct conn *c = w->conns; c; c = c->next) {
 		if (c->closing)
 			continue;
-		/* Finish what was asked, read nothing more. */
+		/* Finish what was asked, read nothing more: like the
+		   client's EOF, so that requests already read but not yet
+		   parsed (a connection paused by its bound) are answered
+		   too; close_after_send would drop them. */
 		shutdown(c->fd, SHUT_RD);
-		c->close_after_send = true;
+		c->peer_eof = true;
 		worker_mark_dirty(w, c);
 	}
 }

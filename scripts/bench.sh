@@ -5,12 +5,16 @@
 # memcached with the same -t and -m on free loopback ports, warms both
 # (every workload's key space is prefilled, then a short unmeasured run),
 # then runs every workload against each server in turn, A B A B, for
-# several rounds, with build/rc-loadgen. For every run it records the
-# generator's requests/s and p99 and the server's CPU time (utime + stime
-# from /proc/PID/stat, read before and after). scripts/bench_report.py
-# prints, per -t, the median of the rounds for each server and the ratios
-# ringcached / memcached: above 1 is better for requests/s, below 1 is
-# better for p99 and CPU per million requests.
+# several rounds, with build/rc-loadgen. First closed loop (as fast as each
+# server answers), then open loop at one fixed rate per workload for both
+# servers (a fraction of memcached's closed-loop median), so that p99 is
+# also compared at the same offered rate: a closed-loop p99 mostly measures
+# the queue a faster server lets the generator build. For every run it
+# records the generator's requests/s, p50/p99 and the server's CPU time
+# (utime + stime from /proc/PID/stat, read before and after).
+# scripts/bench_report.py prints, per -t, the median of the rounds for each
+# server and the ratios ringcached / memcached: above 1 is better for
+# requests/s, below 1 is better for p99 and CPU per million requests.
 #
 # Both servers are stopped by pid at the end, on error and on ^C.
 #
@@ -23,6 +27,12 @@
 #   BENCH_ROUNDS    rounds (A B per workload)    [3; 1 when quick]
 #   BENCH_DURATION  seconds per run              [4; 1 when quick]
 #   BENCH_LG_THREADS generator threads           [1]
+#   BENCH_OPEN      open-loop rate as a fraction of memcached's closed-loop
+#                   median requests/s; 0 skips the open-loop pass [0.5]
+#   BENCH_PIN       auto: when there are CPUs enough for -t plus the
+#                   generator's threads, pin the servers to the first -t
+#                   CPUs and the generator to the next ones (taskset), so
+#                   they do not fight over a CPU; 0: never pin [auto]
 #   BENCH_QUICK=1   smoke test: 1 round of 1 s runs
 #   BENCH_OUT       where the raw results go     [build/bench]
 set -euo pipefail
@@ -50,6 +60,8 @@ OUT=${BENCH_OUT:-build/bench}
 QUICK=${BENCH_QUICK:-0}
 ROUNDS=${BENCH_ROUNDS:-}
 DURATION=${BENCH_DURATION:-}
+OPEN=${BENCH_OPEN:-0.5}
+PIN=${BENCH_PIN:-auto}
 PY=/usr/bin/python3
 
 die() {
@@ -77,6 +89,8 @@ DURATION=${DURATION:-4}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "rounds must be a positive integer, got '$ROUNDS'"
 [[ $DURATION =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "duration must be seconds, got '$DURATION'"
 [[ $MEM =~ ^[1-9][0-9]*$ ]] || die "BENCH_MEM must be MiB, got '$MEM'"
+[[ $PIN = auto || $PIN = 0 ]] || die "BENCH_PIN must be auto or 0, got '$PIN'"
+[[ $OPEN =~ ^(0|0?\.[0-9]+|1(\.0*)?)$ ]] || die "BENCH_OPEN must be a fraction in 0..1, got '$OPEN'"
 for t in $THREADS; do
 	[[ $t =~ ^[1-9][0-9]*$ ]] || die "thread counts must be positive integers, got '$t'"
 done
@@ -151,36 +165,72 @@ if [ "$(id -u)" = 0 ]; then
 	USER_FLAG=(-u "${BENCH_USER:-nobody}") # memcached refuses root without -u
 fi
 
+# pin T: sets SRV_PIN and LG_PIN, the taskset prefixes for -t T (or none).
+SRV_PIN=()
+LG_PIN=()
+pin() {
+	SRV_PIN=()
+	LG_PIN=()
+	if [ "$PIN" = auto ] && [ "$(nproc)" -ge $(($1 + LG_THREADS)) ] &&
+		command -v taskset >/dev/null; then
+		SRV_PIN=(taskset -c "0-$(($1 - 1))")
+		LG_PIN=(taskset -c "$1-$(($1 + LG_THREADS - 1))")
+	fi
+}
+
 start_server() { # VAR BIN THREADS PORT: starts BIN, its pid into VAR
-	"$2" -l 127.0.0.1 -p "$4" -U 0 -t "$3" -m "$MEM" "${USER_FLAG[@]}" &
+	# taskset execs the server, so $! is the server's pid.
+	"${SRV_PIN[@]}" "$2" -l 127.0.0.1 -p "$4" -U 0 -t "$3" -m "$MEM" "${USER_FLAG[@]}" &
 	printf -v "$1" '%s' "$!"
 }
 
 mkdir -p "$OUT"
 RESULTS=$OUT/results.tsv
-printf 'threads\tworkload\tserver\tround\trps\tp99_us\tserver_cpu_s\trequests\terrors\twrong\tlg_cpu_s\n' >"$RESULTS"
+printf 'threads\tmode\trate\tworkload\tserver\tround\trps\tp50_us\tp99_us\tserver_cpu_s\trequests\terrors\twrong\tlg_cpu_s\n' >"$RESULTS"
 TCK=$(getconf CLK_TCK)
 
-# run_one T WORKLOAD_NAME ARGS SERVER_LABEL PID PORT ROUND
+# run_one T WORKLOAD_NAME ARGS SERVER_LABEL PID PORT ROUND [RATE]
+# One generator run; RATE (requests/s) makes it open loop.
 run_one() {
-	local t=$1 name=$2 args=$3 label=$4 pid=$5 port=$6 round=$7 c0 c1 json rc=0
+	local t=$1 name=$2 args=$3 label=$4 pid=$5 port=$6 round=$7 rate=${8:-0}
+	local c0 c1 json rc=0 mode=closed rate_arg=()
+	if [ "$rate" != 0 ]; then
+		mode=open
+		rate_arg=(--rate "$rate")
+	fi
 	c0=$(cpu_ticks "$pid") || die "$label is gone"
 	# shellcheck disable=SC2086
-	json=$("$LOADGEN" -s "127.0.0.1:$port" -t "$LG_THREADS" $args -D "$DURATION" --json -q) || rc=$?
+	json=$("${LG_PIN[@]}" "$LOADGEN" -s "127.0.0.1:$port" -t "$LG_THREADS" $args "${rate_arg[@]}" \
+		-D "$DURATION" --json -q) || rc=$?
 	c1=$(cpu_ticks "$pid") || die "$label died during $name"
 	[ $rc -le 1 ] || die "$LOADGEN failed ($rc) on $name against $label"
 	[ -n "$json" ] || die "$LOADGEN printed nothing on $name against $label"
-	"$PY" - "$t" "$name" "$label" "$round" "$c0" "$c1" "$TCK" "$json" >>"$RESULTS" <<'EOF'
+	"$PY" - "$t" "$mode" "$rate" "$name" "$label" "$round" "$c0" "$c1" "$TCK" "$json" \
+		>>"$RESULTS" <<'EOF'
 import json, sys
-t, name, label, rnd, c0, c1, tck, raw = sys.argv[1:]
+t, mode, rate, name, label, rnd, c0, c1, tck, raw = sys.argv[1:]
 d = json.loads(raw)
 cpu = (int(c1) - int(c0)) / int(tck)
-print("\t".join(str(x) for x in (t, name, label, rnd, round(d["rps"], 1),
-      d["latency_us"]["all"]["p99"], round(cpu, 3), d["requests"],
-      d["errors"], d["wrong_values"], round(d["cpu_user_s"] + d["cpu_sys_s"], 3))))
+lat = d["latency_us"]["all"]
+print("\t".join(str(x) for x in (t, mode, rate, name, label, rnd, round(d["rps"], 1),
+      lat["p50"], lat["p99"], round(cpu, 3), d["requests"], d["errors"],
+      d["wrong_values"], round(d["cpu_user_s"] + d["cpu_sys_s"], 3))))
 EOF
-	printf '  t=%s round %s %-15s %-10s %s\n' "$t" "$round" "$name" "$label" \
-		"$(tail -n 1 "$RESULTS" | cut -f5,6 | awk '{printf "%.0f req/s, p99 %s us", $1, $2}')"
+	printf '  t=%s %-6s round %s %-15s %-10s %s\n' "$t" "$mode" "$round" "$name" "$label" \
+		"$(tail -n 1 "$RESULTS" | awk -F'\t' '{printf "%.0f req/s, p99 %s us, %s errors", $7, $9, $12}')"
+}
+
+# open_rate T WORKLOAD: OPEN x memcached's median closed-loop requests/s.
+open_rate() {
+	"$PY" - "$RESULTS" "$1" "$2" "$OPEN" <<'EOF'
+import csv, statistics, sys
+path, t, name, frac = sys.argv[1:]
+with open(path, newline="") as f:
+    rps = [float(r["rps"]) for r in csv.DictReader(f, delimiter="\t")
+           if (r["threads"], r["mode"], r["workload"], r["server"]) ==
+              (t, "closed", name, "memcached")]
+print(int(max(100, round(statistics.median(rps) * float(frac), -2))))
+EOF
 }
 
 warm() { # PORT LABEL
@@ -197,7 +247,14 @@ warm() { # PORT LABEL
 echo "ringcached: $RINGCACHED"
 echo "memcached:  $MEMCACHED ($("$MEMCACHED" -V 2>/dev/null || echo '?'))"
 echo "-t {$THREADS}, -m $MEM, $ROUNDS rounds x ${DURATION} s, generator threads $LG_THREADS, $(nproc) CPUs"
+echo "open loop at $OPEN x memcached's closed-loop requests/s (0: skipped)"
 for t in $THREADS; do
+	pin "$t"
+	if [ ${#SRV_PIN[@]} -gt 0 ]; then
+		echo "-t $t: servers on CPUs ${SRV_PIN[2]}, generator on CPUs ${LG_PIN[2]}"
+	else
+		echo "-t $t: not pinned (servers and generator share the CPUs)"
+	fi
 	RC_PORT=$(free_port)
 	start_server RC_PID "$RINGCACHED" "$t" "$RC_PORT"
 	wait_ready "$RC_PID" "$RC_PORT" ringcached
@@ -214,9 +271,25 @@ for t in $THREADS; do
 			run_one "$t" "$name" "$args" memcached "$MC_PID" "$MC_PORT" "$round"
 		done
 	done
+	if [ "$OPEN" != 0 ]; then
+		declare -A RATE=()
+		for w in "${WORKLOADS[@]}"; do
+			RATE[${w%%|*}]=$(open_rate "$t" "${w%%|*}")
+		done
+		for round in $(seq "$ROUNDS"); do
+			for w in "${WORKLOADS[@]}"; do
+				name=${w%%|*}
+				args=${w#*|}
+				run_one "$t" "$name" "$args" ringcached "$RC_PID" "$RC_PORT" "$round" "${RATE[$name]}"
+				run_one "$t" "$name" "$args" memcached "$MC_PID" "$MC_PORT" "$round" "${RATE[$name]}"
+			done
+		done
+	fi
 	stop_servers
 done
 
 echo
-"$PY" scripts/bench_report.py "$RESULTS"
+status=0
+"$PY" scripts/bench_report.py "$RESULTS" || status=$?
 echo "raw results: $RESULTS"
+exit "$status"

@@ -1,16 +1,24 @@
 #!/usr/bin/python3
-"""bench_report.py - the table of scripts/bench.sh.
+"""bench_report.py - the tables of scripts/bench.sh.
 
 Reads the tab-separated results bench.sh wrote (one line per run: threads,
-workload, server, round, rps, p99_us, server_cpu_s, requests, errors, wrong,
-lg_cpu_s) and prints, for each -t value, one line per workload with the
-median over the rounds of each server's requests/s, p99 and server CPU
-seconds per million requests, and the ratios ringcached / memcached. The
-median keeps one disturbed round from moving the figure; the spread of the
-rounds is shown as min-max of the ratio of requests/s when there are 3 or
-more rounds. The generator's own CPU per million requests (median over all
-runs of the workload) is shown last, to check it stays below the servers'.
-Runs with errors or wrong values are flagged under the table.
+mode, rate, workload, server, round, rps, p50_us, p99_us, server_cpu_s,
+requests, errors, wrong, lg_cpu_s) and prints, for each -t value, two
+tables of medians over the rounds, each with the ratio ringcached /
+memcached:
+
+  closed loop: requests/s (and the min-max of the per-round ratio when there
+  are 3 or more rounds), p99, and server CPU seconds per million requests;
+  the generator's own CPU per million requests is shown last, to check it
+  stays below the servers'.
+  open loop: p50 and p99 when both servers are offered the same rate.
+
+Then the issue's targets, each marked met or MISSED: ringcached's CPU per
+request at most 0.8x memcached's on the non-pipelined 100-byte workload;
+requests/s at least memcached's everywhere; open-loop p99 at most
+memcached's everywhere. The median keeps one disturbed round from moving a
+figure. Runs with errors or wrong values are listed under the tables and
+make the exit status 1.
 
 Usage: bench_report.py RESULTS.tsv
 """
@@ -20,6 +28,8 @@ import sys
 from collections import OrderedDict
 
 A, B = "ringcached", "memcached"
+CPU_TARGET_WORKLOAD = "get90-100B"
+CPU_TARGET = 0.8
 
 
 def load(path):
@@ -35,6 +45,67 @@ def ratio(a, b):
     return a / b if b else float("nan")
 
 
+def med(runs, field, fn=float):
+    return statistics.median(fn(r[field]) for r in runs)
+
+
+def group(rows):
+    """threads -> mode -> workload -> server -> runs, in first-seen order."""
+    table = OrderedDict()
+    for r in rows:
+        (table.setdefault(r["threads"], OrderedDict())
+              .setdefault(r["mode"], OrderedDict())
+              .setdefault(r["workload"], {A: [], B: []})
+              .setdefault(r["server"], []).append(r))
+    return table
+
+
+def closed_table(workloads, targets, t):
+    head = ("{:<15} {:>9} {:>9} {:>6} {:>10} | {:>7} {:>7} {:>6} | "
+            "{:>7} {:>7} {:>6} | {:>7}")
+    line = ("{:<15} {:>9.0f} {:>9.0f} {:>6.2f} {:>10} | {:>7.0f} {:>7.0f} {:>6.2f} | "
+            "{:>7.2f} {:>7.2f} {:>6.2f} | {:>7.2f}")
+    print(head.format("closed loop", "rc req/s", "mc req/s", "ratio", "(min-max)",
+                      "rc p99", "mc p99", "ratio", "rc cpu", "mc cpu", "ratio", "gen cpu"))
+    print(head.format("", "", "", "", "", "us", "us", "", "s/Mreq", "s/Mreq", "", "s/Mreq"))
+    for name, s in workloads.items():
+        if not s[A] or not s[B]:
+            continue
+        rps = {k: med(s[k], "rps") for k in (A, B)}
+        p99 = {k: med(s[k], "p99_us") for k in (A, B)}
+        cpu = {k: statistics.median(per_mreq(r["server_cpu_s"], r["requests"])
+                                    for r in s[k]) for k in (A, B)}
+        gen = statistics.median(per_mreq(r["lg_cpu_s"], r["requests"]) for r in s[A] + s[B])
+        pairs = [ratio(float(a["rps"]), float(b["rps"])) for a, b in zip(s[A], s[B])]
+        spread = f"{min(pairs):.2f}-{max(pairs):.2f}" if len(pairs) >= 3 else ""
+        r_rps, r_cpu = ratio(rps[A], rps[B]), ratio(cpu[A], cpu[B])
+        print(line.format(name, rps[A], rps[B], r_rps, spread, p99[A], p99[B],
+                          ratio(p99[A], p99[B]), cpu[A], cpu[B], r_cpu, gen))
+        targets.append((f"-t {t} {name}: req/s ratio {r_rps:.2f} >= 1", r_rps >= 1.0))
+        if name == CPU_TARGET_WORKLOAD:
+            targets.append((f"-t {t} {name}: server CPU/request ratio {r_cpu:.3f} "
+                            f"<= {CPU_TARGET}", r_cpu <= CPU_TARGET))
+
+
+def open_table(workloads, targets, t):
+    head = "{:<15} {:>9} | {:>9} {:>9} | {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6}"
+    line = ("{:<15} {:>9} | {:>9.0f} {:>9.0f} | {:>7.0f} {:>7.0f} {:>6.2f} | "
+            "{:>7.0f} {:>7.0f} {:>6.2f}")
+    print(head.format("open loop", "offered", "rc req/s", "mc req/s",
+                      "rc p50", "mc p50", "ratio", "rc p99", "mc p99", "ratio"))
+    print(head.format("", "req/s", "", "", "us", "us", "", "us", "us", ""))
+    for name, s in workloads.items():
+        if not s[A] or not s[B]:
+            continue
+        rps = {k: med(s[k], "rps") for k in (A, B)}
+        p50 = {k: med(s[k], "p50_us") for k in (A, B)}
+        p99 = {k: med(s[k], "p99_us") for k in (A, B)}
+        r99 = ratio(p99[A], p99[B])
+        print(line.format(name, s[A][0]["rate"], rps[A], rps[B], p50[A], p50[B],
+                          ratio(p50[A], p50[B]), p99[A], p99[B], r99))
+        targets.append((f"-t {t} {name}: open-loop p99 ratio {r99:.2f} <= 1", r99 <= 1.0))
+
+
 def main():
     if len(sys.argv) != 2:
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
@@ -43,46 +114,25 @@ def main():
     if not rows:
         print("bench_report.py: no results", file=sys.stderr)
         return 1
-    # threads -> workload -> server -> list of runs, in first-seen order
-    table = OrderedDict()
-    for r in rows:
-        table.setdefault(r["threads"], OrderedDict()).setdefault(
-            r["workload"], {A: [], B: []}).setdefault(r["server"], []).append(r)
     bad = [r for r in rows if int(r["errors"]) or int(r["wrong"])]
-
-    head = ("{:<15} {:>10} {:>10} {:>6} {:>11} | {:>8} {:>8} {:>6} | "
-            "{:>8} {:>8} {:>6} | {:>8}")
-    line = ("{:<15} {:>10.0f} {:>10.0f} {:>6.2f} {:>11} | {:>8.0f} {:>8.0f} {:>6.2f} | "
-            "{:>8.2f} {:>8.2f} {:>6.2f} | {:>8.2f}")
-    for t, workloads in table.items():
-        nrounds = max(len(s[A]) for s in workloads.values())
+    targets = []
+    for t, modes in group(rows).items():
+        nrounds = max(len(s[A]) for m in modes.values() for s in m.values())
         print(f"-t {t}: median of {nrounds} round(s); ratio = ringcached / memcached")
-        print(head.format("workload", "rc req/s", "mc req/s", "ratio", "(min-max)",
-                          "rc p99", "mc p99", "ratio",
-                          "rc cpu", "mc cpu", "ratio", "gen cpu"))
-        print(head.format("", "", "", "", "", "us", "us", "", "s/Mreq", "s/Mreq", "",
-                          "s/Mreq"))
-        for name, s in workloads.items():
-            if not s[A] or not s[B]:
-                continue
-            rps = {k: [float(r["rps"]) for r in s[k]] for k in (A, B)}
-            p99 = {k: statistics.median(float(r["p99_us"]) for r in s[k]) for k in (A, B)}
-            cpu = {k: statistics.median(per_mreq(r["server_cpu_s"], r["requests"])
-                                        for r in s[k]) for k in (A, B)}
-            gen = statistics.median(per_mreq(r["lg_cpu_s"], r["requests"])
-                                    for r in s[A] + s[B])
-            med = {k: statistics.median(v) for k, v in rps.items()}
-            pairs = [ratio(a, b) for a, b in zip(rps[A], rps[B])]
-            spread = (f"{min(pairs):.2f}-{max(pairs):.2f}" if len(pairs) >= 3 else "")
-            print(line.format(name, med[A], med[B], ratio(med[A], med[B]), spread,
-                              p99[A], p99[B], ratio(p99[A], p99[B]),
-                              cpu[A], cpu[B], ratio(cpu[A], cpu[B]), gen))
+        if "closed" in modes:
+            closed_table(modes["closed"], targets, t)
+        if "open" in modes:
+            print()
+            open_table(modes["open"], targets, t)
         print()
+    print("targets (reported, not asserted):")
+    for what, met in targets:
+        print(f"  {'met    ' if met else 'MISSED '} {what}")
     if bad:
-        print("runs with errors or wrong values (figures above include them):")
+        print("\nruns with errors or wrong values (figures above include them):")
         for r in bad:
-            print(f"  -t {r['threads']} {r['workload']} {r['server']} round {r['round']}: "
-                  f"{r['errors']} errors, {r['wrong']} wrong values")
+            print(f"  -t {r['threads']} {r['mode']} {r['workload']} {r['server']} "
+                  f"round {r['round']}: {r['errors']} errors, {r['wrong']} wrong values")
         return 1
     return 0
 

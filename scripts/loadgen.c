@@ -57,6 +57,7 @@ void stats_merge(struct lg_stats *d, const struct lg_stats *s)
 	d->server_errors += s->server_errors;
 	d->conn_errors += s->conn_errors;
 	d->timeouts += s->timeouts;
+	d->unsent += s->unsent;
 	d->wrong_values += s->wrong_values;
 	hist_merge(&d->get_lat, &s->get_lat);
 	hist_merge(&d->set_lat, &s->set_lat);
@@ -64,7 +65,8 @@ void stats_merge(struct lg_stats *d, const struct lg_stats *s)
 
 uint64_t stats_errors(const struct lg_stats *s)
 {
-	return s->proto_errors + s->server_errors + s->conn_errors + s->timeouts;
+	return s->proto_errors + s->server_errors + s->conn_errors + s->timeouts +
+	       s->unsent;
 }
 
 static double cpu_now(double *user, double *sys)
@@ -74,6 +76,21 @@ static double cpu_now(double *user, double *sys)
 	*user = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
 	*sys = (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 	return *user + *sys;
+}
+
+/*
+ * Every connection is a descriptor: lift the soft limit to the hard one so
+ * that -c in the thousands works without a ulimit first. A failure is left
+ * to show up as "cannot connect: Too many open files".
+ */
+static void raise_nofile(unsigned need)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)need + 64 &&
+	    rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 }
 
 static void sleep_ms(long ms)
@@ -224,10 +241,12 @@ static void print_json(const struct lg_opts *o, const struct result *r,
 	       (unsigned long long)s->get_keys, (unsigned long long)s->hits,
 	       (unsigned long long)s->misses, ratio(s->hits, s->get_keys));
 	printf("\"errors\":%llu,\"protocol_errors\":%llu,\"server_errors\":%llu,"
-	       "\"conn_errors\":%llu,\"timeouts\":%llu,\"wrong_values\":%llu,",
+	       "\"conn_errors\":%llu,\"timeouts\":%llu,\"unsent\":%llu,"
+	       "\"wrong_values\":%llu,",
 	       (unsigned long long)stats_errors(s), (unsigned long long)s->proto_errors,
 	       (unsigned long long)s->server_errors, (unsigned long long)s->conn_errors,
-	       (unsigned long long)s->timeouts, (unsigned long long)s->wrong_values);
+	       (unsigned long long)s->timeouts, (unsigned long long)s->unsent,
+	       (unsigned long long)s->wrong_values);
 	printf("\"latency_us\":{");
 	json_hist("all", all, true);
 	json_hist("get", &s->get_lat, true);
@@ -268,10 +287,13 @@ static void print_text(const struct lg_opts *o, const struct result *r,
 	printf("hits      %llu of %llu keys asked = %.2f%%\n",
 	       (unsigned long long)s->hits, (unsigned long long)s->get_keys,
 	       100.0 * ratio(s->hits, s->get_keys));
-	printf("errors    %llu (protocol %llu, server %llu, connection %llu, timeout %llu)\n",
+	printf("errors    %llu (protocol %llu, server %llu, connection %llu, timeout %llu",
 	       (unsigned long long)stats_errors(s), (unsigned long long)s->proto_errors,
 	       (unsigned long long)s->server_errors, (unsigned long long)s->conn_errors,
 	       (unsigned long long)s->timeouts);
+	if (o->rate > 0)
+		printf(", unsent %llu", (unsigned long long)s->unsent);
+	printf(")\n");
 	if (o->verify)
 		printf("wrong     %llu values\n", (unsigned long long)s->wrong_values);
 	printf("latency   p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  mean %.1f us\n",
@@ -289,6 +311,7 @@ int main(int argc, char **argv)
 	static struct result res;
 	static struct hist all;
 	opts_parse(&o, argc, argv);
+	raise_nofile(o.conns + o.threads);
 	stats_init(&res.run);
 	stats_init(&res.pre);
 	if (run(&o, &res) != 0)

@@ -71,6 +71,7 @@ struct lg_stats {
 	uint64_t server_errors; /* ERROR / CLIENT_ERROR / SERVER_ERROR / refusals */
 	uint64_t conn_errors;   /* connections lost */
 	uint64_t timeouts;      /* requests unanswered when the run ended */
+	uint64_t unsent;        /* open loop: fell due, never sent (no room) */
 	uint64_t wrong_values;  /* verify mode: hits that fail a check */
 	struct hist get_lat, set_lat; /* nanoseconds */
 };

@@ -77,6 +77,9 @@ uint64_t hist_percentile(const struct hist *h, double p)
 	for (unsigned i = 0; i < HIST_BUCKETS; i++) {
 		seen += h->bucket[i];
 		if (seen >= rank) {
+			/* The last bucket also holds everything above the cap. */
+			if (i == HIST_BUCKETS - 1)
+				return h->max;
 			uint64_t top = bucket_top(i);
 			return top < h->max ? top : h->max;
 		}

@@ -16,7 +16,9 @@
  * times; a request whose time has come is sent if the connection has room,
  * and its latency is measured from its intended time, not from when it
  * could finally be sent, so a stalled server shows up as latency instead of
- * silently lowering the rate (no coordinated omission).
+ * silently lowering the rate (no coordinated omission). Requests that fell
+ * due before the end are still sent during the drain; those that never
+ * found room by its deadline are counted as `unsent`, an error.
  *
  * A run is three bounded steps: the optional prefill (every key this thread
  * owns, once, pipelined 16 deep, bounded by a fixed 300 s), the measured
@@ -366,12 +368,19 @@ static uint64_t own_key(const struct worker *w, uint64_t k)
 	return m < w->o->keys ? m : m - t;
 }
 
+/*
+ * Whether a request due at time t may still be issued. In open loop t is
+ * the request's intended time, so a request that fell due before the end
+ * but could not be sent then (its connection was full) is still sent, late,
+ * during the drain: dropping it would leave out exactly the latencies of a
+ * stalled server (coordinated omission at the tail of the run).
+ */
 static bool may_issue(const struct worker *w, const struct phase *ph,
-		      int64_t now)
+		      int64_t t)
 {
 	if (ph->prefill)
-		return ph->next_key < w->o->keys && now < ph->issue_end;
-	return ph->issued < ph->quota && now < ph->issue_end;
+		return ph->next_key < w->o->keys && t < ph->issue_end;
+	return ph->issued < ph->quota && t < ph->issue_end;
 }
 
 static void issue(struct worker *w, struct phase *ph, struct conn *c,
@@ -397,7 +406,7 @@ static void conn_top_up(struct worker *w, struct phase *ph, struct conn *c,
 {
 	if (w->o->rate > 0 && !ph->prefill) {
 		while (c->qlen < ph->depth && c->next_send <= now &&
-		       may_issue(w, ph, c->next_send) && now < ph->issue_end) {
+		       may_issue(w, ph, c->next_send)) {
 			issue(w, ph, c, c->next_send);
 			c->next_send += ph->interval;
 		}
@@ -627,6 +636,24 @@ static int64_t next_wakeup(struct worker *w, struct phase *ph, int64_t now,
 	return t > now ? t : now;
 }
 
+/*
+ * Open loop, at the end of the drain: the requests that fell due before the
+ * end on live connections but were never sent, because the server did not
+ * answer fast enough to make room for them. They count as errors: the run
+ * did not offer the rate it was asked for.
+ */
+static uint64_t unsent(const struct worker *w, const struct phase *ph)
+{
+	uint64_t n = 0;
+	for (unsigned i = 0; i < w->nconns; i++) {
+		const struct conn *c = &w->conns[i];
+		if (!c->dead && c->next_send < ph->issue_end)
+			n += (uint64_t)((ph->issue_end - c->next_send - 1) / ph->interval) + 1;
+	}
+	uint64_t left = ph->quota - ph->issued;
+	return n < left ? n : left;
+}
+
 static void run_phase(struct worker *w, struct phase *ph, int64_t start)
 {
 	struct epoll_event ev[MAX_EVENTS];
@@ -682,6 +709,8 @@ static void run_phase(struct worker *w, struct phase *ph, int64_t start)
 		}
 		publish(w, ph->st);
 	}
+	if (open_loop)
+		ph->st->unsent += unsent(w, ph);
 	/* Replies still missing were counted as timeouts; a connection that
 	 * still owes some is out of step, so it is not used again. */
 	for (unsigned i = 0; i < w->nconns; i++)

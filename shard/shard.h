@@ -174,6 +174,14 @@ void shard_stats(const struct shard *s, struct shard_stats *out);
 /* stats reset: zeroes the counters that memcached's `stats reset` zeroes. */
 void shard_stats_reset(struct shard *s);
 
+/*
+ * Test hooks (no side effects): the bytes charged against mem_limit now
+ * (items + table + eviction ghost), and whether a key is cached and live,
+ * without counting it as an access.
+ */
+size_t shard_mem_used(const struct shard *s);
+bool shard_peek(struct shard *s, const char *key, uint8_t klen);
+
 /* The key hash (XXH3-64). Its high 32 bits route, its low bits index. */
 uint64_t shard_hash(const char *key, size_t len);
 

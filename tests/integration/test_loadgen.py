@@ -249,19 +249,54 @@ def test_silent_server_ends_in_bounded_time(fake_server):
     assert rc == 1
 
 
+@pytest.mark.parametrize("fake_server", ["stall"], indirect=True)
+def test_open_loop_counts_a_stall(fake_server):
+    # The fake server stalls for 1 s after its 300th request. Open loop must
+    # charge that second to every request that fell due during it, measured
+    # from its intended send time; a closed-loop count would charge it to the
+    # two requests in flight only and leave p90 at a fraction of a millisecond.
+    rc, d, err = run_json("-s", fake_server, "--rate", 1000, "-D", 2, "-c", 2, "-k", 100,
+                          "-r", "1:1", "--timeout", 5)
+    assert (rc, d["errors"], d["unsent"]) == (0, 0, 0), (d, err)
+    assert d["requests"] >= 1900, d
+    assert d["latency_us"]["all"]["p90"] > 300_000, d
+    assert d["latency_us"]["all"]["max"] > 800_000, d
+
+
+@pytest.mark.parametrize("fake_server", ["silent"], indirect=True)
+def test_open_loop_counts_requests_never_sent(fake_server):
+    rc, d, err = run_json("-s", fake_server, "--rate", 200, "-D", 1, "-c", 2,
+                          "--timeout", 0.3)
+    assert d["timeouts"] == 2 and d["requests"] == 0, d
+    assert 150 < d["unsent"] <= 198, d
+    assert d["errors"] == d["timeouts"] + d["unsent"], d
+    assert rc == 1
+
+
 # ---- the fake server (runs as its own process) -----------------------------
 
 def fake_server_main(mode):
     """A threaded memcached subset (set, get) that damages some replies.
 
     Keys whose number is a multiple of 3 are damaged as `mode` says; the
-    others are served honestly. Every stored version is kept so that the
+    others are served honestly. 'silent' never answers; 'stall' answers
+    honestly but pauses every connection for 1 s after the 300th request. Every stored version is kept so that the
     'stale' and 'torn' modes can serve older data."""
     import socketserver
     import threading
 
     store = {}  # key -> [(flags, data), ...] oldest first
     lock = threading.Lock()
+    stall = {"seen": 0, "until": 0.0}  # 'stall': 1 s pause after 300 requests
+
+    def maybe_stall():
+        with lock:
+            stall["seen"] += 1
+            if stall["seen"] == 300:
+                stall["until"] = time.monotonic() + 1.0
+            wait = stall["until"] - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
 
     def damaged(key):
         try:
@@ -309,6 +344,8 @@ def fake_server_main(mode):
                     return
                 if mode == "silent":
                     continue
+                if mode == "stall":
+                    maybe_stall()
                 parts = line.split()
                 if len(parts) == 5 and parts[0] == b"set":
                     n = int(parts[4])

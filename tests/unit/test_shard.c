@@ -1,0 +1,826 @@
+/*
+ * test_shard.c - one shard (shard/shard.c, shard/evict.c): every command's
+ * semantics and status as in memcached's protocol.txt, time through the
+ * injected clock, CAS uniqueness, limits, flush, S3-FIFO's eviction order,
+ * the memory bound, the expiry sweep and the counters.
+ *
+ * Every test creates its own shard(s) in the test thread and destroys them
+ * at the end; shard_destroy() frees every item and in sanitizer builds
+ * heap_destroy() aborts if one was missed. Nothing is shared between tests.
+ */
+#include <CUnit/CUnit.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shard/shard.h"
+
+#define NOW 1700000000 /* an absolute Unix time for the clock */
+
+/* A read's destination: remembers the view and the copied value. */
+struct sink {
+	bool refuse;
+	int calls;
+	struct shard_view v;
+	char key[256];
+	char buf[8192];
+};
+
+static char *sink_fn(void *ctx, const struct shard_view *v)
+{
+	struct sink *k = ctx;
+	k->calls++;
+	k->v = *v;
+	memcpy(k->key, v->key, v->klen);
+	if (k->refuse || v->vlen >= sizeof(k->buf))
+		return NULL;
+	memset(k->buf, 0, sizeof(k->buf));
+	return k->buf;
+}
+
+static struct shard *mk(size_t limit, size_t item_max, bool no_evict)
+{
+	struct shard_config c = { .id = 0, .count = 1, .mem_limit = limit,
+				  .item_max = item_max, .no_evict = no_evict };
+	struct shard *s = shard_create(&c);
+	CU_ASSERT_FATAL(s != NULL);
+	shard_set_time(s, NOW);
+	return s;
+}
+
+/* Runs one op; returns res.status, or the negative errno. */
+static int run(struct shard *s, struct shard_req q, struct shard_res *res,
+	       struct sink *k)
+{
+	struct shard_res tmp;
+	q.klen = (uint8_t)strlen(q.key);
+	q.hash = shard_hash(q.key, q.klen);
+	if (q.value && !q.vlen)
+		q.vlen = (uint32_t)strlen(q.value);
+	int rc = shard_exec(s, &q, res ? res : &tmp, k ? sink_fn : NULL, k);
+	return rc < 0 ? rc : (int)(res ? res : &tmp)->status;
+}
+
+static int store(struct shard *s, enum shard_op op, const char *key,
+		 const char *val, uint32_t flags, int64_t exp)
+{
+	return run(s, (struct shard_req){ .op = op, .key = key, .value = val,
+					  .flags = flags, .exptime = exp },
+		   NULL, NULL);
+}
+
+static int set(struct shard *s, const char *key, const char *val)
+{
+	return store(s, SHARD_OP_SET, key, val, 0, 0);
+}
+
+static int simple(struct shard *s, enum shard_op op, const char *key,
+		  int64_t exp)
+{
+	return run(s, (struct shard_req){ .op = op, .key = key, .exptime = exp },
+		   NULL, NULL);
+}
+
+/* A get: SHARD_HIT with the value in k->buf, or SHARD_NOT_FOUND. */
+static int get(struct shard *s, const char *key, struct sink *k,
+	       struct shard_res *res)
+{
+	return run(s, (struct shard_req){ .op = SHARD_OP_GET, .key = key },
+		   res, k);
+}
+
+/* True if key holds exactly val. */
+static bool holds(struct shard *s, const char *key, const char *val)
+{
+	struct sink k = { 0 };
+	struct shard_res r;
+	return get(s, key, &k, &r) == SHARD_HIT && r.vlen == strlen(val) &&
+	       memcmp(k.buf, val, r.vlen) == 0;
+}
+
+static int arith(struct shard *s, enum shard_op op, const char *key,
+		 uint64_t delta, struct shard_res *res)
+{
+	return run(s, (struct shard_req){ .op = op, .key = key, .delta = delta },
+		   res, NULL);
+}
+
+static struct shard_stats stats(struct shard *s)
+{
+	struct shard_stats st;
+	shard_stats(s, &st);
+	return st;
+}
+
+/* ---- commands ----------------------------------------------------------- */
+
+static void test_set_get(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	struct sink k = { 0 };
+	struct shard_res r;
+	CU_ASSERT(store(s, SHARD_OP_SET, "a", "hello", 0xffffffffu, 0) ==
+		  SHARD_STORED);
+	CU_ASSERT(get(s, "a", &k, &r) == SHARD_HIT);
+	CU_ASSERT(r.flags == 0xffffffffu && k.v.flags == 0xffffffffu);
+	CU_ASSERT(r.vlen == 5 && memcmp(k.buf, "hello", 5) == 0);
+	CU_ASSERT(k.v.klen == 1 && k.key[0] == 'a' && k.v.cas == r.cas);
+	CU_ASSERT(r.cas != 0);
+	CU_ASSERT(get(s, "b", &k, &r) == SHARD_NOT_FOUND);
+	/* an empty value */
+	CU_ASSERT(store(s, SHARD_OP_SET, "e", "", 7, 0) == SHARD_STORED);
+	CU_ASSERT(get(s, "e", &k, &r) == SHARD_HIT && r.vlen == 0 && r.flags == 7);
+	/* replace changes value, flags and cas */
+	uint64_t old = r.cas;
+	CU_ASSERT(store(s, SHARD_OP_SET, "e", "x", 0x80000001u, 0) == SHARD_STORED);
+	CU_ASSERT(get(s, "e", &k, &r) == SHARD_HIT && r.flags == 0x80000001u);
+	CU_ASSERT(r.cas != old && holds(s, "e", "x"));
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.curr_items == 2 && st.total_items == 3 && st.cmd_set == 3);
+	shard_destroy(s);
+}
+
+static void test_add_replace(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	CU_ASSERT(store(s, SHARD_OP_REPLACE, "k", "1", 0, 0) == SHARD_NOT_STORED);
+	CU_ASSERT(!shard_peek(s, "k", 1));
+	CU_ASSERT(store(s, SHARD_OP_ADD, "k", "1", 0, 0) == SHARD_STORED);
+	CU_ASSERT(store(s, SHARD_OP_ADD, "k", "2", 0, 0) == SHARD_NOT_STORED);
+	CU_ASSERT(holds(s, "k", "1"));
+	CU_ASSERT(store(s, SHARD_OP_REPLACE, "k", "3", 0, 0) == SHARD_STORED);
+	CU_ASSERT(holds(s, "k", "3"));
+	/* add succeeds over an expired item */
+	CU_ASSERT(store(s, SHARD_OP_SET, "t", "old", 0, 10) == SHARD_STORED);
+	shard_set_time(s, NOW + 10);
+	CU_ASSERT(store(s, SHARD_OP_ADD, "t", "new", 0, 0) == SHARD_STORED);
+	CU_ASSERT(holds(s, "t", "new"));
+	CU_ASSERT(stats(s).cmd_set == 6 && stats(s).total_items == 4);
+	shard_destroy(s);
+}
+
+static void test_append_prepend(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	struct sink k = { 0 };
+	struct shard_res r;
+	CU_ASSERT(store(s, SHARD_OP_APPEND, "k", "x", 0, 0) == SHARD_NOT_STORED);
+	CU_ASSERT(store(s, SHARD_OP_PREPEND, "k", "x", 0, 0) == SHARD_NOT_STORED);
+	CU_ASSERT(!shard_peek(s, "k", 1));
+	CU_ASSERT(store(s, SHARD_OP_SET, "k", "mid", 42, 100) == SHARD_STORED);
+	get(s, "k", &k, &r);
+	uint64_t c0 = r.cas;
+	/* flags and exptime of the request are ignored */
+	CU_ASSERT(store(s, SHARD_OP_APPEND, "k", "-end", 7, 0) == SHARD_STORED);
+	CU_ASSERT(store(s, SHARD_OP_PREPEND, "k", "start-", 9, 0) == SHARD_STORED);
+	CU_ASSERT(get(s, "k", &k, &r) == SHARD_HIT);
+	CU_ASSERT(r.vlen == 13 && memcmp(k.buf, "start-mid-end", 13) == 0);
+	CU_ASSERT(r.flags == 42 && r.cas != c0);
+	shard_set_time(s, NOW + 99);
+	CU_ASSERT(shard_peek(s, "k", 1));
+	shard_set_time(s, NOW + 100); /* the original exptime still holds */
+	CU_ASSERT(!shard_peek(s, "k", 1));
+	shard_destroy(s);
+}
+
+static void test_cas(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	struct sink k = { 0 };
+	struct shard_res r, w;
+	struct shard_req q = { .op = SHARD_OP_CAS, .key = "k", .value = "v2",
+			       .cas = 1 };
+	CU_ASSERT(run(s, q, &w, NULL) == SHARD_NOT_FOUND);
+	CU_ASSERT(set(s, "k", "v1") == SHARD_STORED);
+	get(s, "k", &k, &r);
+	q.cas = r.cas + 1;
+	CU_ASSERT(run(s, q, &w, NULL) == SHARD_EXISTS);
+	CU_ASSERT(holds(s, "k", "v1"));
+	q.cas = r.cas;
+	CU_ASSERT(run(s, q, &w, NULL) == SHARD_STORED);
+	uint64_t stored = w.cas;
+	CU_ASSERT(stored != r.cas && stored != 0);
+	CU_ASSERT(get(s, "k", &k, &r) == SHARD_HIT && r.cas == stored);
+	CU_ASSERT(holds(s, "k", "v2"));
+	CU_ASSERT(run(s, q, &w, NULL) == SHARD_EXISTS); /* stale now */
+	/* touch keeps the cas; every modification changes it */
+	CU_ASSERT(simple(s, SHARD_OP_TOUCH, "k", 100) == SHARD_TOUCHED);
+	CU_ASSERT(get(s, "k", &k, &r) == SHARD_HIT && r.cas == stored);
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.cas_misses == 1 && st.cas_badval == 2 && st.cas_hits == 1);
+	CU_ASSERT(st.cmd_set == 5);
+	shard_destroy(s);
+}
+
+static void test_touch_gat(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	struct sink k = { 0 };
+	struct shard_res r;
+	CU_ASSERT(simple(s, SHARD_OP_TOUCH, "k", 10) == SHARD_NOT_FOUND);
+	CU_ASSERT(store(s, SHARD_OP_SET, "k", "v", 5, 10) == SHARD_STORED);
+	CU_ASSERT(simple(s, SHARD_OP_TOUCH, "k", 100) == SHARD_TOUCHED);
+	shard_set_time(s, NOW + 50);
+	CU_ASSERT(shard_peek(s, "k", 1));
+	struct shard_req g = { .op = SHARD_OP_GAT, .key = "k", .exptime = 20 };
+	CU_ASSERT(run(s, g, &r, &k) == SHARD_HIT);
+	CU_ASSERT(r.vlen == 1 && k.buf[0] == 'v' && r.flags == 5);
+	shard_set_time(s, NOW + 69);
+	CU_ASSERT(shard_peek(s, "k", 1));
+	shard_set_time(s, NOW + 70);
+	CU_ASSERT(!shard_peek(s, "k", 1));
+	CU_ASSERT(run(s, g, &r, &k) == SHARD_NOT_FOUND);
+	/* gat with a negative exptime returns the item and expires it */
+	CU_ASSERT(set(s, "n", "v") == SHARD_STORED);
+	g.key = "n";
+	g.exptime = -1;
+	CU_ASSERT(run(s, g, &r, &k) == SHARD_HIT);
+	CU_ASSERT(!shard_peek(s, "n", 1));
+	/* touch with a negative exptime too */
+	CU_ASSERT(set(s, "m", "v") == SHARD_STORED);
+	CU_ASSERT(simple(s, SHARD_OP_TOUCH, "m", -1) == SHARD_TOUCHED);
+	CU_ASSERT(!shard_peek(s, "m", 1));
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.cmd_touch == 6 && st.touch_hits == 4 && st.touch_misses == 2);
+	CU_ASSERT(st.cmd_get == 3 && st.get_hits == 0 && st.get_misses == 0);
+	CU_ASSERT(st.get_expired == 1);
+	shard_destroy(s);
+}
+
+static void test_delete(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	CU_ASSERT(simple(s, SHARD_OP_DELETE, "k", 0) == SHARD_NOT_FOUND);
+	CU_ASSERT(set(s, "k", "v") == SHARD_STORED);
+	CU_ASSERT(simple(s, SHARD_OP_DELETE, "k", 0) == SHARD_DELETED);
+	CU_ASSERT(simple(s, SHARD_OP_DELETE, "k", 0) == SHARD_NOT_FOUND);
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.delete_hits == 1 && st.delete_misses == 2);
+	CU_ASSERT(st.curr_items == 0 && st.bytes == 0);
+	shard_destroy(s);
+}
+
+static void test_incr_decr(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	struct sink k = { 0 };
+	struct shard_res r, g;
+	CU_ASSERT(arith(s, SHARD_OP_INCR, "n", 1, &r) == SHARD_NOT_FOUND);
+	CU_ASSERT(arith(s, SHARD_OP_DECR, "n", 1, &r) == SHARD_NOT_FOUND);
+	CU_ASSERT(store(s, SHARD_OP_SET, "n", "99", 77, 0) == SHARD_STORED);
+	get(s, "n", &k, &g);
+	CU_ASSERT(arith(s, SHARD_OP_INCR, "n", 1, &r) == SHARD_NUMBER);
+	CU_ASSERT(r.number == 100 && r.cas != g.cas);
+	CU_ASSERT(get(s, "n", &k, &g) == SHARD_HIT && g.flags == 77);
+	CU_ASSERT(g.vlen == 3 && memcmp(k.buf, "100", 3) == 0 && g.cas == r.cas);
+	CU_ASSERT(arith(s, SHARD_OP_DECR, "n", 1, &r) == SHARD_NUMBER);
+	CU_ASSERT(r.number == 99 && holds(s, "n", "99")); /* no padding */
+	CU_ASSERT(arith(s, SHARD_OP_DECR, "n", 1000, &r) == SHARD_NUMBER);
+	CU_ASSERT(r.number == 0 && holds(s, "n", "0"));
+	/* the largest value and the wrap at 2^64 */
+	CU_ASSERT(set(s, "m", "18446744073709551615") == SHARD_STORED);
+	CU_ASSERT(arith(s, SHARD_OP_DECR, "m", 0, &r) == SHARD_NUMBER);
+	CU_ASSERT(r.number == UINT64_MAX);
+	CU_ASSERT(arith(s, SHARD_OP_INCR, "m", 2, &r) == SHARD_NUMBER);
+	CU_ASSERT(r.number == 1 && holds(s, "m", "1"));
+	CU_ASSERT(set(s, "m", "00000000000000000001") == SHARD_STORED);
+	CU_ASSERT(arith(s, SHARD_OP_INCR, "m", 1, &r) == SHARD_NUMBER);
+	CU_ASSERT(r.number == 2 && holds(s, "m", "2"));
+	CU_ASSERT(set(s, "m", "1") == SHARD_STORED);
+	CU_ASSERT(arith(s, SHARD_OP_INCR, "m", UINT64_MAX, &r) == SHARD_NUMBER);
+	CU_ASSERT(r.number == 0);
+	CU_ASSERT(set(s, "g", "9999999999999999999") == SHARD_STORED);
+	CU_ASSERT(arith(s, SHARD_OP_INCR, "g", 1, &r) == SHARD_NUMBER);
+	CU_ASSERT(holds(s, "g", "10000000000000000000"));
+	/* not a decimal u64 */
+	const char *bad[] = { "abc", "", "12a", " 12", "-1", "1.5",
+			      "18446744073709551616", "000000000000000000001",
+			      "99999999999999999999" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CU_ASSERT(set(s, "x", bad[i]) == SHARD_STORED);
+		CU_ASSERT(arith(s, SHARD_OP_INCR, "x", 1, &r) == SHARD_NON_NUMERIC);
+		CU_ASSERT(arith(s, SHARD_OP_DECR, "x", 1, &r) == SHARD_NON_NUMERIC);
+		CU_ASSERT(holds(s, "x", bad[i]));
+	}
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.incr_misses == 1 && st.decr_misses == 1);
+	CU_ASSERT(st.incr_hits == 5 && st.decr_hits == 3);
+	shard_destroy(s);
+}
+
+/* ---- time -------------------------------------------------------------- */
+
+static void test_exptime(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	struct sink k = { 0 };
+	CU_ASSERT(store(s, SHARD_OP_SET, "rel", "v", 0, 10) == SHARD_STORED);
+	CU_ASSERT(store(s, SHARD_OP_SET, "abs", "v", 0, NOW + 100) == SHARD_STORED);
+	CU_ASSERT(store(s, SHARD_OP_SET, "never", "v", 0, 0) == SHARD_STORED);
+	CU_ASSERT(store(s, SHARD_OP_SET, "max", "v", 0, SHARD_REL_TIME_MAX) ==
+		  SHARD_STORED);
+	/* over 30 days is an absolute time, here long past */
+	CU_ASSERT(store(s, SHARD_OP_SET, "past", "v", 0, SHARD_REL_TIME_MAX + 1) ==
+		  SHARD_STORED);
+	CU_ASSERT(!shard_peek(s, "past", 4));
+	CU_ASSERT(store(s, SHARD_OP_SET, "nowabs", "v", 0, NOW) == SHARD_STORED);
+	CU_ASSERT(!shard_peek(s, "nowabs", 6));
+	/* negative: stored, invisible, and the old value is gone */
+	CU_ASSERT(set(s, "neg", "old") == SHARD_STORED);
+	CU_ASSERT(store(s, SHARD_OP_SET, "neg", "v", 0, -1) == SHARD_STORED);
+	CU_ASSERT(get(s, "neg", &k, NULL) == SHARD_NOT_FOUND);
+	shard_set_time(s, NOW + 9);
+	CU_ASSERT(holds(s, "rel", "v"));
+	shard_set_time(s, NOW + 10);
+	CU_ASSERT(get(s, "rel", &k, NULL) == SHARD_NOT_FOUND);
+	CU_ASSERT(stats(s).get_expired == 1);
+	shard_set_time(s, NOW + 99);
+	CU_ASSERT(shard_peek(s, "abs", 3));
+	shard_set_time(s, NOW + 100);
+	CU_ASSERT(!shard_peek(s, "abs", 3));
+	shard_set_time(s, NOW + SHARD_REL_TIME_MAX - 1);
+	CU_ASSERT(shard_peek(s, "max", 3) && shard_peek(s, "never", 5));
+	shard_set_time(s, NOW + SHARD_REL_TIME_MAX);
+	CU_ASSERT(!shard_peek(s, "max", 3) && shard_peek(s, "never", 5));
+	shard_destroy(s);
+}
+
+static void test_cas_unique(void)
+{
+	struct shard_config c = { .id = 0, .count = 2, .mem_limit = 1 << 22,
+				  .item_max = 1024 };
+	struct shard *a = shard_create(&c);
+	c.id = 1;
+	struct shard *b = shard_create(&c);
+	CU_ASSERT_FATAL(a && b);
+	enum { N = 2000 };
+	uint64_t *seen = calloc(2 * N, sizeof(uint64_t));
+	CU_ASSERT_FATAL(seen != NULL);
+	for (int i = 0; i < N; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k%d", i % 50);
+		struct shard_req q = { .op = SHARD_OP_SET, .key = key, .value = "v" };
+		struct shard_res r;
+		CU_ASSERT(run(a, q, &r, NULL) == SHARD_STORED);
+		seen[2 * i] = r.cas;
+		CU_ASSERT(run(b, q, &r, NULL) == SHARD_STORED);
+		seen[2 * i + 1] = r.cas;
+	}
+	size_t dup = 0, zero = 0;
+	for (int i = 0; i < 2 * N; i++) {
+		zero += seen[i] == 0;
+		for (int j = i + 1; j < 2 * N; j++)
+			dup += seen[i] == seen[j];
+	}
+	CU_ASSERT(dup == 0 && zero == 0);
+	free(seen);
+	shard_destroy(a);
+	shard_destroy(b);
+}
+
+/* ---- limits -------------------------------------------------------------- */
+
+static void test_too_large(void)
+{
+	struct shard *s = mk(1 << 20, 1000, false);
+	char big[1002];
+	memset(big, 'x', sizeof(big));
+	struct shard_req q = { .op = SHARD_OP_SET, .key = "k", .value = big,
+			       .vlen = 1000 };
+	CU_ASSERT(run(s, q, NULL, NULL) == SHARD_STORED);
+	q.vlen = 1001;
+	CU_ASSERT(run(s, q, NULL, NULL) == SHARD_TOO_LARGE);
+	CU_ASSERT(!shard_peek(s, "k", 1)); /* a failed set drops the old item */
+	q.op = SHARD_OP_ADD;
+	CU_ASSERT(run(s, q, NULL, NULL) == SHARD_TOO_LARGE);
+	/* append over the limit: refused, the old item stays */
+	CU_ASSERT(set(s, "a", "0123456789") == SHARD_STORED);
+	q = (struct shard_req){ .op = SHARD_OP_APPEND, .key = "a", .value = big,
+				.vlen = 990 };
+	CU_ASSERT(run(s, q, NULL, NULL) == SHARD_STORED);
+	q.vlen = 1;
+	CU_ASSERT(run(s, q, NULL, NULL) == SHARD_TOO_LARGE);
+	q.op = SHARD_OP_PREPEND;
+	CU_ASSERT(run(s, q, NULL, NULL) == SHARD_TOO_LARGE);
+	struct sink k = { 0 };
+	struct shard_res r;
+	CU_ASSERT(get(s, "a", &k, &r) == SHARD_HIT && r.vlen == 1000);
+	CU_ASSERT(stats(s).curr_items == 1);
+	shard_destroy(s);
+}
+
+static void test_sink_refuses(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	struct sink k = { .refuse = true };
+	struct shard_res r;
+	CU_ASSERT(store(s, SHARD_OP_SET, "k", "v", 0, 10) == SHARD_STORED);
+	struct shard_stats before = stats(s);
+	CU_ASSERT(get(s, "k", &k, &r) == -ENOBUFS);
+	struct shard_req g = { .op = SHARD_OP_GAT, .key = "k", .exptime = 0 };
+	CU_ASSERT(run(s, g, &r, &k) == -ENOBUFS);
+	CU_ASSERT(k.calls == 2);
+	struct shard_stats after = stats(s);
+	CU_ASSERT(memcmp(&before, &after, sizeof(before)) == 0);
+	shard_set_time(s, NOW + 10); /* the gat did not change the exptime */
+	CU_ASSERT(!shard_peek(s, "k", 1));
+	/* bad requests */
+	struct shard_req q = { .op = SHARD_OP_GET, .key = "k", .klen = 0 };
+	CU_ASSERT(shard_exec(s, &q, &r, sink_fn, &k) == -EINVAL);
+	q.op = (enum shard_op)99;
+	q.klen = 1;
+	CU_ASSERT(shard_exec(s, &q, &r, NULL, NULL) == -EINVAL);
+	q.op = SHARD_OP_GET;
+	CU_ASSERT(shard_exec(s, &q, &r, NULL, NULL) == -EINVAL);
+	shard_destroy(s);
+}
+
+/* ---- flush --------------------------------------------------------------- */
+
+static void test_flush_now(void)
+{
+	struct shard *s = mk(1 << 22, 1024, false);
+	char key[16];
+	for (int i = 0; i < 5000; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		CU_ASSERT(set(s, key, "some value") == SHARD_STORED);
+	}
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.curr_items == 5000 && st.bytes > 0);
+	size_t table = st.hash_bytes;
+	shard_flush(s, 0);
+	st = stats(s);
+	CU_ASSERT(st.curr_items == 0 && st.bytes == 0);
+	CU_ASSERT(st.hash_bytes < table); /* the table shrank back too */
+	CU_ASSERT(!shard_peek(s, "k1", 2));
+	CU_ASSERT(set(s, "k1", "again") == SHARD_STORED);
+	CU_ASSERT(holds(s, "k1", "again"));
+	shard_flush(s, -1);
+	CU_ASSERT(stats(s).curr_items == 0);
+	shard_destroy(s);
+}
+
+static void test_flush_delayed(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	struct sink k = { 0 };
+	CU_ASSERT(set(s, "a", "1") == SHARD_STORED);
+	shard_flush(s, 10);
+	shard_set_time(s, NOW + 5);
+	CU_ASSERT(set(s, "b", "2") == SHARD_STORED);
+	shard_set_time(s, NOW + 9);
+	CU_ASSERT(set(s, "c", "3") == SHARD_STORED);
+	CU_ASSERT(holds(s, "a", "1") && holds(s, "b", "2") && holds(s, "c", "3"));
+	shard_set_time(s, NOW + 10);
+	CU_ASSERT(set(s, "d", "4") == SHARD_STORED);
+	CU_ASSERT(get(s, "a", &k, NULL) == SHARD_NOT_FOUND);
+	CU_ASSERT(!shard_peek(s, "b", 1) && !shard_peek(s, "c", 1));
+	CU_ASSERT(holds(s, "d", "4"));
+	CU_ASSERT(stats(s).get_flushed == 1);
+	/* an absolute flush time; the sweep frees flushed items */
+	shard_flush(s, NOW + 20);
+	shard_set_time(s, NOW + 20);
+	while (shard_tick(s, 64))
+		;
+	CU_ASSERT(stats(s).curr_items == 0 && stats(s).bytes == 0);
+	shard_destroy(s);
+}
+
+/* ---- eviction ------------------------------------------------------------ */
+
+/* Bytes of an empty small shard and of one "kNN" item with a 100-byte value. */
+static void measure(size_t *fixed, size_t *isz)
+{
+	struct shard *s = mk(64 << 10, 1024, false);
+	*fixed = shard_mem_used(s);
+	char v[101];
+	memset(v, 'v', 100);
+	v[100] = 0;
+	CU_ASSERT(set(s, "k00", v) == SHARD_STORED);
+	*isz = stats(s).bytes;
+	shard_destroy(s);
+}
+
+static int set100(struct shard *s, const char *fmt, int i)
+{
+	char key[16], v[101];
+	snprintf(key, sizeof(key), fmt, i);
+	memset(v, 'v', 100);
+	v[100] = 0;
+	return set(s, key, v);
+}
+
+static bool has(struct shard *s, const char *fmt, int i)
+{
+	char key[16];
+	snprintf(key, sizeof(key), fmt, i);
+	return shard_peek(s, key, (uint8_t)strlen(key));
+}
+
+static void touch_get(struct shard *s, const char *fmt, int i)
+{
+	char key[16];
+	struct sink k = { 0 };
+	snprintf(key, sizeof(key), fmt, i);
+	CU_ASSERT(get(s, key, &k, NULL) == SHARD_HIT);
+}
+
+/*
+ * Room for 20 items, so S's share is 2: one-hit wonders leave from S in
+ * insertion order, keys read while in S move to M and survive, a key back
+ * from the ghost goes straight to M.
+ */
+static void test_evict_small_and_ghost(void)
+{
+	size_t fixed, isz;
+	measure(&fixed, &isz);
+	struct shard *s = mk(fixed + 20 * isz, 1024, false);
+	CU_ASSERT_FATAL(shard_mem_used(s) == fixed);
+	for (int i = 0; i < 20; i++)
+		CU_ASSERT(set100(s, "k%02d", i) == SHARD_STORED);
+	CU_ASSERT(stats(s).evictions == 0 && stats(s).curr_items == 20);
+	for (int i = 0; i < 3; i++)
+		touch_get(s, "k%02d", i);
+	CU_ASSERT(set100(s, "k%02d", 20) == SHARD_STORED);
+	CU_ASSERT(!has(s, "k%02d", 3)); /* k0..k2 moved to M, k3 evicted */
+	CU_ASSERT(has(s, "k%02d", 0) && has(s, "k%02d", 1) && has(s, "k%02d", 2));
+	CU_ASSERT(has(s, "k%02d", 4));
+	CU_ASSERT(set100(s, "k%02d", 21) == SHARD_STORED);
+	CU_ASSERT(!has(s, "k%02d", 4) && has(s, "k%02d", 5));
+	/* k3 is a ghost: back in, it goes to M; k5 leaves S */
+	CU_ASSERT(set100(s, "k%02d", 3) == SHARD_STORED);
+	CU_ASSERT(has(s, "k%02d", 3) && !has(s, "k%02d", 5) && has(s, "k%02d", 6));
+	/* 16 new keys push k6..k21 out of S in order; M is untouched */
+	for (int i = 0; i < 16; i++) {
+		CU_ASSERT(set100(s, "n%02d", i) == SHARD_STORED);
+		CU_ASSERT(!has(s, "k%02d", 6 + i));
+		if (i < 15)
+			CU_ASSERT(has(s, "k%02d", 7 + i));
+	}
+	for (int i = 0; i < 4; i++)
+		CU_ASSERT(has(s, "k%02d", i));
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.evictions == 19 && st.evicted_unfetched == 19);
+	CU_ASSERT(st.curr_items == 20);
+	CU_ASSERT(shard_mem_used(s) <= fixed + 20 * isz);
+	shard_destroy(s);
+}
+
+/* M's second chance: a count > 0 buys a reinsertion, 0 is evicted. */
+static void test_evict_main(void)
+{
+	size_t fixed, isz;
+	measure(&fixed, &isz);
+	struct shard *s = mk(fixed + 20 * isz, 1024, false);
+	for (int i = 0; i < 20; i++)
+		CU_ASSERT(set100(s, "a%02d", i) == SHARD_STORED);
+	for (int i = 0; i < 20; i++)
+		touch_get(s, "a%02d", i);
+	/* all of S moves to M with counts cleared; M's head a00 goes */
+	CU_ASSERT(set100(s, "b%02d", 0) == SHARD_STORED);
+	CU_ASSERT(!has(s, "a%02d", 0) && has(s, "a%02d", 1));
+	touch_get(s, "a%02d", 1);
+	touch_get(s, "a%02d", 1);
+	touch_get(s, "a%02d", 2);
+	/* S holds b00 and c00: b00, never read, leaves S for the ghost */
+	CU_ASSERT(set100(s, "c%02d", 0) == SHARD_STORED);
+	CU_ASSERT(!has(s, "b%02d", 0) && has(s, "c%02d", 0));
+	CU_ASSERT(simple(s, SHARD_OP_DELETE, "c00", 0) == SHARD_DELETED);
+	/* b00 comes back from the ghost into M: the shard is full, S empty */
+	CU_ASSERT(set100(s, "b%02d", 0) == SHARD_STORED);
+	CU_ASSERT(stats(s).curr_items == 20 && stats(s).evictions == 2);
+	/* S is below its share: a01 (count 2) and a02 (count 1) are
+	   reinserted, a03 (count 0) goes */
+	CU_ASSERT(set100(s, "a%02d", 0) == SHARD_STORED);
+	CU_ASSERT(!has(s, "a%02d", 3) && has(s, "b%02d", 0));
+	CU_ASSERT(has(s, "a%02d", 1) && has(s, "a%02d", 2) && has(s, "a%02d", 4));
+	/* S holds a00 and b01 now (its share): a00, never read, goes */
+	CU_ASSERT(set100(s, "b%02d", 1) == SHARD_STORED);
+	CU_ASSERT(!has(s, "a%02d", 0) && has(s, "b%02d", 1));
+	/* a00 is a ghost again: back into M; with S empty but for the new
+	   b02, M's head a04 (count 0) is the victim */
+	CU_ASSERT(simple(s, SHARD_OP_DELETE, "b01", 0) == SHARD_DELETED);
+	CU_ASSERT(set100(s, "a%02d", 0) == SHARD_STORED);
+	CU_ASSERT(set100(s, "b%02d", 2) == SHARD_STORED);
+	CU_ASSERT(!has(s, "a%02d", 4) && has(s, "a%02d", 5));
+	CU_ASSERT(has(s, "a%02d", 0) && has(s, "b%02d", 2));
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.evictions == 5 && st.evicted_unfetched == 2);
+	shard_destroy(s);
+}
+
+/* Expired items make room without counting as evictions. */
+static void test_evict_counters(void)
+{
+	size_t fixed, isz;
+	measure(&fixed, &isz);
+	struct shard *s = mk(fixed + 10 * isz, 1024, false);
+	char v[101];
+	memset(v, 'v', 100);
+	v[100] = 0;
+	CU_ASSERT(store(s, SHARD_OP_SET, "x0", v, 0, 5) == SHARD_STORED);
+	CU_ASSERT(store(s, SHARD_OP_SET, "x1", v, 0, 5) == SHARD_STORED);
+	touch_get(s, "x%d", 1);
+	for (int i = 2; i < 10; i++)
+		CU_ASSERT(set100(s, "x%d", i) == SHARD_STORED);
+	shard_set_time(s, NOW + 5);
+	CU_ASSERT(set100(s, "y%d", 0) == SHARD_STORED); /* x0 reclaimed */
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.evictions == 0 && st.reclaimed == 1);
+	CU_ASSERT(st.expired_unfetched == 1);
+	CU_ASSERT(set100(s, "y%d", 1) == SHARD_STORED); /* x1: read, so to M */
+	CU_ASSERT(set100(s, "y%d", 2) == SHARD_STORED);
+	st = stats(s);
+	CU_ASSERT(st.evictions == 2 && st.evicted_unfetched == 2);
+	CU_ASSERT(st.reclaimed == 1);
+	shard_destroy(s);
+}
+
+static void test_no_evict(void)
+{
+	size_t fixed, isz;
+	measure(&fixed, &isz);
+	struct shard *s = mk(fixed + 5 * isz, 1024, true);
+	for (int i = 0; i < 5; i++)
+		CU_ASSERT(set100(s, "k%02d", i) == SHARD_STORED);
+	CU_ASSERT(set100(s, "k%02d", 5) == SHARD_NO_MEMORY);
+	CU_ASSERT(set100(s, "k%02d", 0) == SHARD_STORED); /* same size replace */
+	/* a full shard refuses a bigger value rather than evict */
+	char v[201];
+	memset(v, 'w', 200);
+	v[200] = 0;
+	CU_ASSERT(set(s, "k01", v) == SHARD_NO_MEMORY);
+	CU_ASSERT(!shard_peek(s, "k01", 3)); /* a failed set drops the old */
+	CU_ASSERT(set100(s, "k%02d", 1) == SHARD_STORED);
+	CU_ASSERT(store(s, SHARD_OP_APPEND, "k01", v, 0, 0) == SHARD_NO_MEMORY);
+	CU_ASSERT(shard_peek(s, "k01", 3)); /* a failed append keeps it */
+	CU_ASSERT(simple(s, SHARD_OP_DELETE, "k02", 0) == SHARD_DELETED);
+	CU_ASSERT(set100(s, "k%02d", 5) == SHARD_STORED);
+	CU_ASSERT(stats(s).evictions == 0);
+	CU_ASSERT(shard_mem_used(s) <= fixed + 5 * isz);
+	shard_destroy(s);
+	/* an item that cannot fit even in an empty shard */
+	s = mk(fixed + 5 * isz, 1 << 20, false);
+	char *big = calloc(1, 64 << 10);
+	struct shard_req q = { .op = SHARD_OP_SET, .key = "big", .value = big,
+			       .vlen = 64 << 10 };
+	CU_ASSERT(run(s, q, NULL, NULL) == SHARD_NO_MEMORY);
+	free(big);
+	shard_destroy(s);
+}
+
+/* 10x the limit in mixed sizes: never over the limit. */
+static void test_memory_bound(void)
+{
+	const size_t limit = 256 << 10;
+	struct shard *s = mk(limit, 8000, false);
+	static const char fill[8000] = { 0 };
+	uint32_t x = 12345;
+	size_t stored = 0, over = 0, n = 0;
+	while (stored < 10 * limit) {
+		char key[32];
+		x = x * 1103515245u + 12345u;
+		uint32_t vlen = (x >> 8) % 4000;
+		if (n % 17 == 0)
+			vlen = 7000;
+		snprintf(key, sizeof(key), "key:%zu", n++);
+		struct shard_req q = { .op = SHARD_OP_SET, .key = key,
+				       .value = fill, .vlen = vlen };
+		CU_ASSERT(run(s, q, NULL, NULL) == SHARD_STORED);
+		stored += vlen;
+		over += shard_mem_used(s) > limit || stats(s).bytes > limit;
+		if (n % 3 == 0) {
+			struct sink k = { 0 };
+			snprintf(key, sizeof(key), "key:%zu", n / 2);
+			get(s, key, &k, NULL);
+		}
+	}
+	CU_ASSERT(over == 0);
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.evictions > 0 && st.curr_items > 0);
+	CU_ASSERT(st.bytes + st.hash_bytes <= limit && st.bytes > limit / 2);
+	shard_destroy(s);
+}
+
+/* ---- sweep, stats, footprint -------------------------------------------- */
+
+static void test_sweep(void)
+{
+	struct shard *s = mk(1 << 22, 1024, false);
+	char key[16];
+	for (int i = 0; i < 3000; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		CU_ASSERT(store(s, SHARD_OP_SET, key, "v", 0, i % 2 ? 5 : 0) ==
+			  SHARD_STORED);
+	}
+	int guard = 0;
+	while (shard_tick(s, 64) && guard++ < 10000)
+		;
+	CU_ASSERT(stats(s).curr_items == 3000);
+	shard_set_time(s, NOW + 5);
+	guard = 0;
+	while (shard_tick(s, 4) && guard++ < 100000)
+		;
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.curr_items == 1500);
+	CU_ASSERT(st.reclaimed == 1500 && st.expired_unfetched == 1500);
+	CU_ASSERT(st.get_expired == 0 && st.cmd_get == 0);
+	CU_ASSERT(!shard_tick(s, 64)); /* nothing more this second */
+	for (int i = 0; i < 3000; i += 2) {
+		snprintf(key, sizeof(key), "k%d", i);
+		CU_ASSERT(shard_peek(s, key, (uint8_t)strlen(key)));
+	}
+	shard_destroy(s);
+}
+
+static void test_stats(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	struct sink k = { 0 };
+	set(s, "a", "1");
+	set(s, "b", "2");
+	get(s, "a", &k, NULL);
+	get(s, "zz", &k, NULL);
+	simple(s, SHARD_OP_TOUCH, "a", 0);
+	simple(s, SHARD_OP_DELETE, "b", 0);
+	arith(s, SHARD_OP_INCR, "a", 1, NULL);
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.cmd_get == 2 && st.get_hits == 1 && st.get_misses == 1);
+	CU_ASSERT(st.cmd_set == 2 && st.total_items == 2);
+	CU_ASSERT(st.cmd_touch == 1 && st.touch_hits == 1);
+	CU_ASSERT(st.delete_hits == 1 && st.incr_hits == 1);
+	CU_ASSERT(st.curr_items == 1 && st.bytes > 0);
+	CU_ASSERT(st.limit_maxbytes == 1 << 20 && st.hash_bytes > 0);
+	shard_stats_reset(s);
+	struct shard_stats z = stats(s);
+	CU_ASSERT(z.cmd_get == 0 && z.get_hits == 0 && z.cmd_set == 0);
+	CU_ASSERT(z.total_items == 0 && z.delete_hits == 0 && z.incr_hits == 0);
+	CU_ASSERT(z.curr_items == 1 && z.bytes == st.bytes);
+	CU_ASSERT(z.limit_maxbytes == st.limit_maxbytes);
+	CU_ASSERT(z.hash_bytes == st.hash_bytes);
+	shard_destroy(s);
+}
+
+/* 100k items of a 20-byte key and a 100-byte value: bytes per item. */
+static void test_footprint(void)
+{
+	struct shard *s = mk((size_t)1 << 30, 1024, false);
+	char key[32], v[101];
+	memset(v, 'v', 100);
+	v[100] = 0;
+	for (int i = 0; i < 100000; i++) {
+		snprintf(key, sizeof(key), "key:%016d", i); /* 20 bytes */
+		CU_ASSERT(set(s, key, v) == SHARD_STORED);
+	}
+	while (shard_tick(s, 64))
+		;
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.curr_items == 100000);
+	double item = (double)st.bytes / 100000;
+	double total = (double)(st.bytes + st.hash_bytes) / 100000;
+	printf("\n    footprint: %.1f B/item (blocks), %.1f B/item with table\n",
+	       item, total);
+#ifndef RINGCACHE_LIBC_HEAP
+	CU_ASSERT(item == 160.0);
+	CU_ASSERT(total <= 200.0); /* memcached: 192 B chunk + 8 B bucket */
+#endif
+	shard_destroy(s);
+}
+
+int test_shard_register(void)
+{
+	CU_pSuite s = CU_add_suite("shard", NULL, NULL);
+	if (!s)
+		return -1;
+	struct {
+		const char *name;
+		void (*fn)(void);
+	} t[] = {
+		{ "set/get, flags", test_set_get },
+		{ "add/replace", test_add_replace },
+		{ "append/prepend", test_append_prepend },
+		{ "cas", test_cas },
+		{ "touch/gat", test_touch_gat },
+		{ "delete", test_delete },
+		{ "incr/decr", test_incr_decr },
+		{ "exptime", test_exptime },
+		{ "cas unique across shards", test_cas_unique },
+		{ "too large", test_too_large },
+		{ "sink refuses, bad requests", test_sink_refuses },
+		{ "flush now", test_flush_now },
+		{ "flush delayed", test_flush_delayed },
+		{ "S3-FIFO: small queue and ghost", test_evict_small_and_ghost },
+		{ "S3-FIFO: main queue", test_evict_main },
+		{ "eviction counters", test_evict_counters },
+		{ "no_evict and unfittable items", test_no_evict },
+		{ "memory bound", test_memory_bound },
+		{ "expiry sweep", test_sweep },
+		{ "stats and reset", test_stats },
+		{ "footprint 20+100", test_footprint },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		if (!CU_add_test(s, t[i].name, t[i].fn))
+			return -1;
+	return 0;
+}
