@@ -32,9 +32,17 @@ static size_t arena_soft_limit(const struct conn *c)
 	return c->w->group->cfg->conn_arena_max / 2;
 }
 
+/*
+ * A connection stops parsing (and reading) while its arenas are past half
+ * their bound, or while CONN_INFLIGHT_MAX cross-shard requests are out: the
+ * size of a remote value is not known until its answer is back, so the
+ * answers in flight are bounded by count, and the output arena keeps
+ * headroom for that many values of -I bytes (see conn_create).
+ */
 static bool paused(const struct conn *c)
 {
-	return arena_used(&c->arena) + arena_used(&c->out) > arena_soft_limit(c);
+	return c->inflight >= CONN_INFLIGHT_MAX ||
+	       arena_used(&c->arena) + arena_used(&c->out) > arena_soft_limit(c);
 }
 
 struct conn *conn_create(struct worker *w, int fd)
@@ -53,7 +61,10 @@ struct conn *conn_create(struct worker *w, int fd)
 	c->rbuf = rbuf;
 	c->rcap = RBUF_INIT;
 	arena_init(&c->arena, w->heap, ARENA_CHUNK, cfg->conn_arena_max);
-	arena_init(&c->out, w->heap, OUT_CHUNK, cfg->conn_arena_max);
+	/* Headroom for the answers of the cross-shard reads in flight; it
+	   is only allocated when such answers are large. */
+	size_t room = CONN_INFLIGHT_MAX * (cfg->item_max + PROTO_VALUE_LINE_MAX + 2);
+	arena_init(&c->out, w->heap, OUT_CHUNK, cfg->conn_arena_max + room);
 	c->next = w->conns;
 	if (w->conns)
 		w->conns->prev = c;
@@ -193,6 +204,12 @@ static void parse_input(struct conn *c)
 				conn_close(c);
 				break;
 			}
+			if (req.drop_key) {
+				/* The old value must not outlive a refused set. */
+				req.cmd = PROTO_CMD_DELETE;
+				req.noreply = true;
+				process_request(c, &req);
+			}
 			c->rstart += req.consumed;
 			c->swallow = req.swallow;
 			if (req.close)
@@ -288,14 +305,14 @@ void conn_push(struct conn *c)
 			return;
 		if (c->seg_head || c->inflight)
 			return; /* waiting for a cross-shard answer */
-		bool was_paused = paused(c);
 		arena_reset(&c->arena);
 		arena_reset(&c->out);
 		if (c->close_after_send) {
 			conn_close(c);
 			return;
 		}
-		if (was_paused && c->rstart != c->rend) {
+		if (c->rstart != c->rend) {
+			/* Requests read while paused, or a partial one. */
 			parse_input(c);
 			if (c->seg_head || c->inflight)
 				continue;

@@ -19,9 +19,12 @@
  * connection.
  *
  * Bounds: the read buffer grows to fit one request at most (line_max +
- * item_max + 2); the arena holds at most cfg->conn_arena_max bytes. Past
- * half of that the connection stops parsing (and so reading) until its
- * output drains, which bounds the memory of a client that never reads.
+ * item_max + 2); the arenas hold at most cfg->conn_arena_max bytes plus, for
+ * the output, room for CONN_INFLIGHT_MAX values whose cross-shard answers
+ * are in flight. Past half of conn_arena_max, or with CONN_INFLIGHT_MAX
+ * cross-shard requests out, the connection stops parsing (and so reading)
+ * until its output drains, which bounds the memory of a client that never
+ * reads.
  */
 #ifndef RINGCACHE_CONN_H
 #define RINGCACHE_CONN_H
@@ -44,6 +47,9 @@ struct conn_seg {
 };
 
 #define CONN_IOV_MAX 64
+/* Most cross-shard requests one connection has out before it stops
+   parsing; bounds the memory their answers can take (see conn.c). */
+#define CONN_INFLIGHT_MAX 64
 
 struct conn {
 	struct conn *next, *prev;   /* worker's list of connections */
@@ -55,7 +61,9 @@ struct conn {
 	bool recv_armed, send_armed, dirty;
 	bool closing;               /* no more reads; free when refs == 0 */
 	bool close_after_send;      /* quit, or a fatal protocol error */
-	bool peer_eof;              /* the client shut down its side */
+	bool peer_eof;              /* no more input will be read: the client
+				       shut down its side, or the daemon is
+				       draining; close once all is answered */
 
 	char *rbuf;                 /* worker heap */
 	size_t rcap, rstart, rend;

@@ -252,8 +252,10 @@ static enum proto_rc parse_store(struct line *l, const char *buf, size_t len,
 		return bad(req, E_FORMAT, l->line_len, swallow);
 	if (want == 5 && !parse_u64(&t[4], &req->cas))
 		return bad(req, E_FORMAT, l->line_len, swallow);
-	if (blen > lim->item_max)
+	if (blen > lim->item_max) {
+		req->drop_key = req->cmd == PROTO_CMD_SET;
 		return bad(req, E_LARGE, l->line_len, swallow);
+	}
 
 	size_t total = l->line_len + (size_t)blen + 2;
 	if (len < total) {

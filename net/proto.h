@@ -90,6 +90,8 @@ struct proto_req {
 	size_t swallow;    /* further bytes to drop after `consumed`, that may
 			      not have arrived yet (a refused data block) */
 	bool close;        /* close the connection after sending `error` */
+	bool drop_key;     /* a too-large set: memcached drops the key's old
+			      value, so the caller deletes keys[0] */
 	/* Filled for PROTO_NEED_MORE only: total bytes the request needs if
 	   known (a storage command whose line is complete), else 0. */
 	size_t need;
