@@ -56,7 +56,7 @@ run: deps
 unit: $(UNIT_BIN)
 	./$(UNIT_BIN)
 
-integration: $(BIN)
+integration: $(BIN) $(LG_BIN) hooks
 	RINGCACHED=$(abspath $(BIN)) $(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 # The integrity check (rc-loadgen --verify under eviction) for 60 s, not 10.
