@@ -48,10 +48,14 @@ export TSAN_OPTIONS=halt_on_error=1:exitcode=99:second_deadlock_stack=1
 stage "unit tests" build/unit_tests
 stage "integration tests" pytest_run build/ringcached tests/integration
 stage "unit tests (asan+ubsan)" build/asan/unit_tests
-stage "integration tests (asan+ubsan)" env RINGCACHE_SANITIZER=asan \
-	pytest_run build/asan/ringcached tests/integration
-stage "integration tests -t 4 (tsan)" env RINGCACHE_SANITIZER=tsan RINGCACHE_THREADS=4 \
-	pytest_run build/tsan/ringcached tests/integration
+asan_integration() {
+	RINGCACHE_SANITIZER=asan pytest_run build/asan/ringcached tests/integration
+}
+tsan_integration() {
+	RINGCACHE_SANITIZER=tsan RINGCACHE_THREADS=4 pytest_run build/tsan/ringcached tests/integration
+}
+stage "integration tests (asan+ubsan)" asan_integration
+stage "integration tests -t 4 (tsan)" tsan_integration
 stage "fuzzers (${FUZZ_TIME} s each)" make --no-print-directory fuzz FUZZ_TIME="$FUZZ_TIME"
 
 echo
