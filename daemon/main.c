@@ -28,6 +28,7 @@
 #include "daemon/notify.h"
 #include "net/listen.h"
 #include "net/worker.h"
+#include "shard/heap.h"
 
 #define EX_USAGE 64
 #define EX_OSERR 71
@@ -123,6 +124,7 @@ static void finish_config(struct config *cfg)
 
 int main(int argc, char **argv)
 {
+	heap_configure(); /* allocator options, before any worker allocates */
 	struct config cfg;
 	config_init(&cfg);
 	int rc = config_parse(&cfg, argc, argv, stdout, stderr);

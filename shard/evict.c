@@ -106,16 +106,53 @@ static bool ghost_take(struct evict *e, uint64_t hash)
 
 int evict_init(struct evict *e, heap_t *heap, size_t mem_limit)
 {
-	size_t want = mem_limit / 512, n = GHOST_MIN;
-	while (n < want && n < GHOST_MAX)
-		n *= 2;
-	*e = (struct evict){ .heap = heap };
-	e->ghost = heap_zalloc(heap, n * sizeof(uint64_t));
+	size_t cap = GHOST_MIN;
+	while (cap < mem_limit / 512 && cap < GHOST_MAX)
+		cap *= 2;
+	*e = (struct evict){ .heap = heap, .ghost_cap = cap };
+	e->ghost = heap_zalloc(heap, GHOST_MIN * sizeof(uint64_t));
 	if (!e->ghost)
 		return -ENOMEM;
-	e->ghost_mask = n - 1;
+	e->ghost_mask = GHOST_MIN - 1;
 	e->ghost_bytes = heap_usable(e->ghost);
 	return 0;
+}
+
+/*
+ * Doubles the ghost once the cached items outnumber twice its entries (so
+ * it keeps 1/2..1 entry per item), up to ghost_cap. The entries move with
+ * their sequence numbers, so their age is kept. A failed allocation keeps
+ * the old array: the ghost is a hint, never needed for correctness.
+ */
+static void ghost_grow(struct evict *e)
+{
+	size_t n = e->ghost_mask + 1;
+	if (ghost_window(e) <= 2 * n || n >= e->ghost_cap)
+		return;
+	uint64_t *old = e->ghost;
+	uint64_t *g = heap_zalloc(e->heap, 2 * n * sizeof(uint64_t));
+	if (!g)
+		return;
+	e->ghost = g;
+	e->ghost_mask = 2 * n - 1;
+	for (size_t i = 0; i < n; i++) {
+		if (!old[i])
+			continue;
+		uint64_t *b = ghost_bucket(e, (uint32_t)(old[i] >> 32));
+		uint64_t *pick = &b[0];
+		for (unsigned w = 0; w < GHOST_WAYS; w++) {
+			if (!b[w]) {
+				pick = &b[w];
+				break;
+			}
+			if (ghost_age(e, b[w]) > ghost_age(e, *pick))
+				pick = &b[w];
+		}
+		if (!*pick || ghost_age(e, *pick) > ghost_age(e, old[i]))
+			*pick = old[i];
+	}
+	heap_free(old);
+	e->ghost_bytes = heap_usable(g);
 }
 
 void evict_deinit(struct evict *e)
@@ -132,6 +169,7 @@ void evict_insert(struct evict *e, struct item *it, size_t usable,
 	if (ghost_take(e, hash))
 		it->bits |= ITEM_MAIN;
 	fifo_push(queue_of(e, it), it, usable);
+	ghost_grow(e);
 }
 
 void evict_remove(struct evict *e, struct item *it)

@@ -24,11 +24,14 @@
  * The ghost is a fixed array of 64-bit entries (32-bit fingerprint, 32-bit
  * insertion sequence number) in 4-way buckets: an entry counts only while
  * fewer than `window` ghosts were added after it, window = the number of
- * items cached now (the paper sizes G like M, in objects). Its memory is
- * fixed at init from the shard's limit: one entry per 512 bytes of it
- * (256..4M entries), i.e. 1.6% of the limit, charged against the limit.
- * That is a ghost of ~40% of the cached items at 200 bytes an item, less
- * than the paper's |G| = |M|: a memory trade we chose, not the paper's.
+ * items cached now (the paper sizes G like M, in objects). It starts at
+ * 256 entries and doubles whenever the cached items outnumber twice its
+ * entries, so it holds 1/2..1 entry per cached item, up to a cap set at
+ * init from the shard's limit: one entry per 512 bytes of it (256..4M
+ * entries), i.e. 1.6% of the limit. Its memory is charged against the
+ * limit. A ghost of half the items at least, less than the paper's
+ * |G| = |M|: a memory trade we chose, not the paper's. (It used to be
+ * allocated at the cap at once: 16 MiB resident for an empty -m 1024.)
  *
  * Ownership: the queues link the shard's items through their qnext/qprev
  * fields and own nothing; the ghost array comes from the shard's heap.
@@ -56,11 +59,13 @@ struct evict {
 	struct evict_fifo small, main;
 	uint64_t *ghost;   /* heap block of ghost_mask+1 entries; 0 = empty */
 	size_t ghost_mask;
+	size_t ghost_cap;  /* most entries it may grow to */
 	size_t ghost_bytes;
 	uint32_t ghost_seq;
 };
 
-/* Allocates the ghost, sized from the shard's limit. 0 or -ENOMEM. */
+/* Allocates the first, smallest ghost; its cap comes from the shard's
+   limit. 0 or -ENOMEM. */
 int evict_init(struct evict *e, heap_t *heap, size_t mem_limit);
 void evict_deinit(struct evict *e);
 

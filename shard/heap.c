@@ -1,7 +1,9 @@
 /*
- * heap.c - the C-library heap of sanitizer builds; see heap.h. In normal
- * builds heap.h is all inline mimalloc and this file is empty.
+ * heap.c - the parts of heap.h that are not inline: the footprint walk and
+ * the allocator options of normal builds, and the C-library heap of
+ * sanitizer builds.
  *
+ * Sanitizer builds:
  * Each block carries a 16-byte prefix naming its heap, so heap_free() can
  * decrement the right count from any thread; the count is atomic because a
  * block may be freed by another thread than its heap's owner.
@@ -103,6 +105,55 @@ size_t heap_usable(const void *p)
 	return malloc_usable_size((void *)x) - sizeof(*x);
 }
 
+void heap_footprint(heap_t *h, struct heap_footprint *out)
+{
+	(void)h;
+	*out = (struct heap_footprint){ 0, 0 };
+}
+
+void heap_configure(void)
+{
+}
+
 #else
-typedef int heap_c_is_empty_in_normal_builds;
+
+#include <stdlib.h>
+
+static bool add_area(const mi_heap_t *h, const mi_heap_area_t *a,
+		     void *block, size_t block_size, void *arg)
+{
+	(void)h;
+	(void)block;
+	(void)block_size;
+	struct heap_footprint *f = arg;
+	f->committed += a->committed;
+	f->used += a->used * a->block_size; /* used counts blocks (mimalloc #553) */
+	return true;
+}
+
+void heap_footprint(heap_t *h, struct heap_footprint *out)
+{
+	*out = (struct heap_footprint){ 0, 0 };
+	mi_heap_visit_blocks(h, false, add_area, out);
+}
+
+/*
+ * mimalloc 2.0.9 keeps a freed page's memory committed for
+ * decommit_delay ms (25 by default) and a freed segment span for
+ * segment_decommit_delay ms (500) in case it is wanted again. A cache
+ * under eviction frees and allocates all the time, in ever different size
+ * classes, so those delays only mean RSS above what the shards hold: give
+ * the memory back at once (MADV_DONTNEED/decommit is cheap next to copying
+ * the values). mi_option_set, not set_default: the latter is ignored once
+ * mimalloc has read the option; so MIMALLOC_* in the environment is
+ * honoured by hand.
+ */
+void heap_configure(void)
+{
+	if (!getenv("MIMALLOC_DECOMMIT_DELAY"))
+		mi_option_set(mi_option_decommit_delay, 0);
+	if (!getenv("MIMALLOC_SEGMENT_DECOMMIT_DELAY"))
+		mi_option_set(mi_option_segment_decommit_delay, 0);
+}
+
 #endif

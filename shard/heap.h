@@ -7,6 +7,15 @@
  * block (mimalloc supports that). heap_usable() is the real size of a block,
  * which is what memory accounting charges.
  *
+ * heap_footprint() says how much memory the heap really holds: the bytes of
+ * its pages that mimalloc has handed out at least once (`committed`) and
+ * the bytes of its live blocks (`used`). The difference is fragmentation:
+ * free blocks of one size class that a block of another class cannot use.
+ * It walks the heap's pages (not its blocks), so it costs O(pages); only
+ * the heap's owner may call it. heap_configure() sets the process-wide
+ * allocator options once at start-up, before any thread allocates: freed
+ * pages go back to the OS at once instead of after a delay.
+ *
  * Sanitizer builds define RINGCACHE_LIBC_HEAP: every call then goes to the
  * C library's malloc, which ASan and LeakSanitizer can see into (they cannot
  * see inside mimalloc's pages), and each heap counts its live blocks so that
@@ -19,6 +28,11 @@
 #define RINGCACHE_HEAP_H
 
 #include <stddef.h>
+
+struct heap_footprint {
+	size_t committed; /* bytes of the heap's pages in use by size classes */
+	size_t used;      /* bytes of its live blocks (heap_usable of each) */
+};
 
 #ifndef RINGCACHE_LIBC_HEAP
 
@@ -37,6 +51,9 @@ static inline size_t heap_usable(const void *p) { return mi_usable_size(p); }
 /* Allocation from whichever thread calls it (cross-thread reply buffers). */
 static inline void *heap_thread_realloc(void *p, size_t n) { return mi_realloc(p, n); }
 
+void heap_footprint(heap_t *h, struct heap_footprint *out);
+void heap_configure(void);
+
 #else
 
 typedef struct heap heap_t;
@@ -49,6 +66,10 @@ void *heap_realloc(heap_t *h, void *p, size_t n);
 void heap_free(void *p);
 size_t heap_usable(const void *p);
 void *heap_thread_realloc(void *p, size_t n);
+/* The C library hides its pages: committed = used = 0 (no fragmentation
+   is ever charged in sanitizer builds). */
+void heap_footprint(heap_t *h, struct heap_footprint *out);
+void heap_configure(void);
 
 #endif
 #endif

@@ -176,7 +176,8 @@ void shard_stats_reset(struct shard *s);
 
 /*
  * Test hooks (no side effects): the bytes charged against mem_limit now
- * (items + table + eviction ghost), and whether a key is cached and live,
+ * (items + table + eviction ghost + the charged part of the heap's
+ * fragmentation, see shard.c), and whether a key is cached and live,
  * without counting it as an access.
  */
 size_t shard_mem_used(const struct shard *s);
