@@ -1,13 +1,18 @@
 /*
  * conn.c - a connection's buffers, parsing loop and socket I/O; see conn.h.
  *
- * At most one receive and one send are in flight per connection. A receive
- * lands in the read buffer; every complete request in it is parsed and
- * processed at once; what is left (a partial request) moves to the front.
+ * At most one receive and one send are in flight per connection. The
+ * receive is multishot over the worker's provided buffers where the kernel
+ * has them (else single-shot into the read buffer): each completion's bytes
+ * are appended to the read buffer and the provided buffer goes back at once;
+ * every complete request in the read buffer is parsed and processed at once;
+ * what is left (a partial request) moves to the front. A connection that
+ * must stop reading (paused, quitting) cancels its multishot receive.
  * Output is a queue of segments over the output arena. After each loop pass
  * the worker calls conn_push() on every connection that produced output,
- * which sends the ready prefix with one sendmsg. When the queue is empty and
- * no cross-shard request is out, both arenas are reset in one step.
+ * which sends the ready prefix with one send (a sendmsg when it is more
+ * than one piece). When the queue is empty and no cross-shard request is
+ * out, both arenas are reset in one step.
  */
 #include "net/conn.h"
 
@@ -116,16 +121,45 @@ void conn_unref(struct conn *c)
 	maybe_free(c);
 }
 
+/* Whether the connection wants more input now. */
+static bool wants_input(const struct conn *c)
+{
+	return !c->closing && !c->close_after_send && !c->peer_eof &&
+	       !paused(c);
+}
+
 static void arm_recv(struct conn *c)
 {
-	if (c->recv_armed || c->closing || c->close_after_send ||
-	    c->peer_eof || c->rend == c->rcap || paused(c))
+	struct worker *w = c->w;
+	if (c->recv_armed || !wants_input(c) ||
+	    (!w->rbufs && c->rend == c->rcap))
 		return;
-	struct io_uring_sqe *sqe = worker_sqe(c->w);
-	io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rend, c->rcap - c->rend, 0);
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	if (w->rbufs) {
+		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = WORKER_RBUF_GROUP;
+	} else {
+		io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rend,
+				   c->rcap - c->rend, 0);
+	}
 	io_uring_sqe_set_data64(sqe, ud_pack(c, UD_RECV));
 	c->recv_armed = true;
+	c->recv_cancelled = false;
 	c->refs++;
+}
+
+/* Stops a multishot receive of a connection that wants no more input, so
+   that a client that does not read cannot make it buffer without bound. */
+static void stop_recv(struct conn *c)
+{
+	if (!c->recv_armed || c->recv_cancelled || !c->w->rbufs ||
+	    wants_input(c))
+		return;
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+	io_uring_prep_cancel64(sqe, ud_pack(c, UD_RECV), 0);
+	io_uring_sqe_set_data64(sqe, ud_pack(NULL, UD_IGNORE));
+	c->recv_cancelled = true;
 }
 
 /* Grows the read buffer to hold at least `need` bytes from rstart. */
@@ -222,16 +256,45 @@ static void parse_input(struct conn *c)
 	compact(c);
 }
 
-void conn_on_recv(struct conn *c, int res)
+/* Appends n received bytes to the read buffer. 0 or -ENOMEM. */
+static int append_input(struct conn *c, const char *p, size_t n)
 {
-	c->recv_armed = false;
-	c->refs--;
+	if (c->rcap - c->rend < n &&
+	    ensure_room(c, c->rend - c->rstart + n) < 0)
+		return -ENOMEM;
+	memcpy(c->rbuf + c->rend, p, n);
+	c->rend += n;
+	return 0;
+}
+
+void conn_on_recv(struct conn *c, const struct io_uring_cqe *cqe)
+{
+	int res = cqe->res;
+	int rc = 0;
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		c->recv_armed = false;
+		c->refs--;
+	}
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		/* The provided buffer goes back before anything else. */
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		if (res > 0 && !c->closing)
+			rc = append_input(c, worker_rbuf(c->w, bid), (size_t)res);
+		worker_rbuf_put(c->w, bid);
+	} else if (res > 0) {
+		c->rend += (size_t)res;
+	}
 	if (c->closing) {
 		maybe_free(c);
 		return;
 	}
+	if (rc < 0) {
+		conn_close(c);
+		return;
+	}
 	if (res <= 0) {
-		if (res < 0 && res != -ENOBUFS && res != -EINTR && res != -EAGAIN) {
+		if (res < 0 && res != -ENOBUFS && res != -EINTR &&
+		    res != -EAGAIN && res != -ECANCELED) {
 			conn_close(c);
 			return;
 		}
@@ -243,13 +306,13 @@ void conn_on_recv(struct conn *c, int res)
 		worker_mark_dirty(c->w, c);
 		return;
 	}
-	c->rend += (size_t)res;
 	parse_input(c);
 	if (c->closing)
 		return;
 	worker_mark_dirty(c->w, c);
 	/* Read on while the answers go out: both leave in one submit. */
 	arm_recv(c);
+	stop_recv(c);
 }
 
 /* Drops segments that are fully sent (and empty ready ones). */
@@ -280,11 +343,17 @@ static bool start_send(struct conn *c)
 	}
 	if (!n)
 		return false;
-	memset(&c->msg, 0, sizeof(c->msg));
-	c->msg.msg_iov = c->iov;
-	c->msg.msg_iovlen = (size_t)n;
 	struct io_uring_sqe *sqe = worker_sqe(c->w);
-	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	if (n == 1) {
+		/* The common case; a plain send skips copying in a msghdr. */
+		io_uring_prep_send(sqe, c->fd, c->iov[0].iov_base,
+				   c->iov[0].iov_len, MSG_NOSIGNAL);
+	} else {
+		memset(&c->msg, 0, sizeof(c->msg));
+		c->msg.msg_iov = c->iov;
+		c->msg.msg_iovlen = (size_t)n;
+		io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	}
 	io_uring_sqe_set_data64(sqe, ud_pack(c, UD_SEND));
 	c->send_armed = true;
 	c->refs++;

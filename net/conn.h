@@ -6,7 +6,7 @@
  * Responses leave in request order. Every reply (or every key's part of a
  * multi-get) is a segment in the connection's queue; a segment is either
  * ready (bytes in the arena) or pending (a cross-shard reply not yet back).
- * The sender sends the ready prefix of the queue with one sendmsg; bytes
+ * The sender sends the ready prefix of the queue with one send; bytes
  * composed back to back in the arena merge into one iovec.
  *
  * Lifetimes: the struct and the read buffer come from the worker's heap and
@@ -19,12 +19,15 @@
  * connection.
  *
  * Bounds: the read buffer grows to fit one request at most (line_max +
- * item_max + 2); the arenas hold at most cfg->conn_arena_max bytes plus, for
- * the output, room for CONN_INFLIGHT_MAX values whose cross-shard answers
- * are in flight. Past half of conn_arena_max, or with CONN_INFLIGHT_MAX
- * cross-shard requests out, the connection stops parsing (and so reading)
+ * item_max + 2), plus, with multishot receives, what the kernel delivers
+ * between a pause and the cancel of the receive taking effect; the arenas
+ * hold at most cfg->conn_arena_max bytes plus, for the output, room for
+ * CONN_INFLIGHT_MAX values whose cross-shard answers are in flight. Past
+ * half of conn_arena_max, or with CONN_INFLIGHT_MAX cross-shard requests
+ * out, the connection stops parsing (and so reading)
  * until its output drains, which bounds the memory of a client that never
- * reads.
+ * reads: a multishot receive is cancelled then, and armed again when the
+ * output is out.
  */
 #ifndef RINGCACHE_CONN_H
 #define RINGCACHE_CONN_H
@@ -38,6 +41,7 @@
 #include "net/arena.h"
 
 struct worker;
+struct io_uring_cqe;
 
 struct conn_seg {
 	struct conn_seg *next;
@@ -59,6 +63,8 @@ struct conn {
 	uint32_t refs;              /* submissions + cross-shard requests out */
 	uint32_t inflight;          /* cross-shard requests out */
 	bool recv_armed, send_armed, dirty;
+	bool recv_cancelled;        /* a cancel of the multishot receive is
+				       on its way */
 	bool closing;               /* no more reads; free when refs == 0 */
 	bool close_after_send;      /* quit, or a fatal protocol error */
 	bool peer_eof;              /* no more input will be read: the client
@@ -83,7 +89,7 @@ struct conn {
 struct conn *conn_create(struct worker *w, int fd);
 
 /* Completion handlers, called by the worker's dispatcher. */
-void conn_on_recv(struct conn *c, int res);
+void conn_on_recv(struct conn *c, const struct io_uring_cqe *cqe);
 void conn_on_send(struct conn *c, int res);
 
 /* Starts a send of the ready prefix if none is in flight; resets the arena

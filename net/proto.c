@@ -56,7 +56,6 @@ static const char E_KEYS[] = "CLIENT_ERROR too many keys\r\n";
 struct tok {
 	const char *p;
 	size_t len;
-	bool ctl;      /* holds a control character */
 };
 
 /* The request line being parsed: [p, end) is what is left of it, without
@@ -71,7 +70,7 @@ struct line {
 /*
  * Takes the next space-separated token of the line into *t. Returns false at
  * the end of the line. Only ' ' separates tokens, as in memcached; any other
- * byte <= 0x20 (or 0x7f) stays in the token and marks it `ctl`.
+ * byte <= 0x20 (or 0x7f) stays in the token (key_ok refuses it in a key).
  */
 static bool next_tok(struct line *l, struct tok *t)
 {
@@ -83,20 +82,24 @@ static bool next_tok(struct line *l, struct tok *t)
 		return false;
 	}
 	const char *s = p;
-	bool ctl = false;
-	for (; p < end; p++) {
-		unsigned char ch = (unsigned char)*p;
-		if (ch <= 0x20 || ch == 0x7f) {
-			if (ch == ' ')
-				break;
-			ctl = true;
-		}
-	}
+	while (p < end && *p != ' ')
+		p++;
 	t->p = s;
 	t->len = (size_t)(p - s);
-	t->ctl = ctl;
 	l->p = p;
 	return true;
+}
+
+/* Whether a token holds a control character (any byte <= 0x20 but ' ',
+   or 0x7f); only keys need to know, so only they pay for the scan. */
+static bool tok_ctl(const struct tok *t)
+{
+	for (size_t i = 0; i < t->len; i++) {
+		unsigned char ch = (unsigned char)t->p[i];
+		if (ch <= 0x20 || ch == 0x7f)
+			return true;
+	}
+	return false;
 }
 
 /* Splits the rest of the line; keeps the first `max` tokens and returns how
@@ -122,7 +125,7 @@ static bool is_noreply(const struct tok *t)
 
 static bool key_ok(const struct tok *t)
 {
-	return t->len >= 1 && t->len <= SHARD_KEY_MAX && !t->ctl;
+	return t->len >= 1 && t->len <= SHARD_KEY_MAX && !tok_ctl(t);
 }
 
 /* Decimal digits only, no sign, no overflow. */

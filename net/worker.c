@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +49,14 @@ struct io_uring_sqe *worker_sqe(struct worker *w)
 	while (!(sqe = io_uring_get_sqe(&w->ring)))
 		io_uring_submit(&w->ring);
 	return sqe;
+}
+
+void worker_rbuf_put(struct worker *w, unsigned bid)
+{
+	io_uring_buf_ring_add(w->rbufs, (void *)worker_rbuf(w, bid),
+			      WORKER_RBUF_SIZE, (unsigned short)bid,
+			      io_uring_buf_ring_mask(WORKER_RBUF_COUNT), 0);
+	io_uring_buf_ring_advance(w->rbufs, 1);
 }
 
 void worker_mark_dirty(struct worker *w, struct conn *c)
@@ -198,7 +207,7 @@ static void dispatch(struct worker *w, const struct io_uring_cqe *cqe)
 		on_accept(w, p, cqe);
 		break;
 	case UD_RECV:
-		conn_on_recv(p, cqe->res);
+		conn_on_recv(p, cqe);
 		break;
 	case UD_SEND:
 		conn_on_send(p, cqe->res);
@@ -308,6 +317,49 @@ static int ring_init(struct worker *w)
 	return rc;
 }
 
+/*
+ * Registers the provided-buffer ring for multishot receives. Failure is not
+ * an error: an older kernel gets single-shot receives (w->rbufs stays NULL).
+ */
+static void rbufs_init(struct worker *w)
+{
+	size_t ring_bytes = WORKER_RBUF_COUNT * sizeof(struct io_uring_buf);
+	size_t mem_bytes = (size_t)WORKER_RBUF_COUNT * WORKER_RBUF_SIZE;
+	void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *mem = mmap(NULL, mem_bytes, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct io_uring_buf_reg reg = {
+		.ring_addr = (uint64_t)(uintptr_t)ring,
+		.ring_entries = WORKER_RBUF_COUNT,
+		.bgid = WORKER_RBUF_GROUP,
+	};
+	if (ring == MAP_FAILED || mem == MAP_FAILED ||
+	    io_uring_register_buf_ring(&w->ring, &reg, 0) < 0) {
+		if (ring != MAP_FAILED)
+			munmap(ring, ring_bytes);
+		if (mem != MAP_FAILED)
+			munmap(mem, mem_bytes);
+		log_msg(LOG_INFO, "worker %u: no provided-buffer ring; "
+			"single-shot receives", w->id);
+		return;
+	}
+	w->rbufs = ring;
+	w->rbuf_mem = mem;
+	io_uring_buf_ring_init(w->rbufs);
+	for (unsigned i = 0; i < WORKER_RBUF_COUNT; i++)
+		worker_rbuf_put(w, i);
+}
+
+static void rbufs_deinit(struct worker *w)
+{
+	if (!w->rbufs)
+		return;
+	munmap(w->rbufs, WORKER_RBUF_COUNT * sizeof(struct io_uring_buf));
+	munmap(w->rbuf_mem, (size_t)WORKER_RBUF_COUNT * WORKER_RBUF_SIZE);
+	w->rbufs = NULL;
+}
+
 static int worker_init(struct worker *w)
 {
 	struct worker_group *g = w->group;
@@ -343,6 +395,7 @@ static int worker_init(struct worker *w)
 	if (rc < 0)
 		return rc;
 	w->ring_ready = true;
+	rbufs_init(w);
 	set_clock(w);
 	for (uint32_t i = 0; i < g->nlisteners; i++)
 		arm_accept(w, &g->listeners[i]);
@@ -354,6 +407,7 @@ static void worker_deinit(struct worker *w)
 {
 	if (w->ring_ready)
 		io_uring_queue_exit(&w->ring);
+	rbufs_deinit(w);
 	/* Whatever is still open after the drain deadline goes now; no other
 	   thread refers to it any more (see the second barrier). */
 	while (w->conns)

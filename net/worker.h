@@ -18,6 +18,15 @@
  * `heartbeat` (atomically) and call worker_stop(); everything else belongs to
  * the worker's thread.
  *
+ * Receives: where the kernel has provided-buffer rings, each worker registers
+ * one (WORKER_RBUF_COUNT buffers of WORKER_RBUF_SIZE bytes, mmap'd by the
+ * worker's set-up) and every connection keeps one multishot receive armed
+ * on it, so a read costs no re-arm. A buffer belongs to the worker from its
+ * completion until worker_rbuf_put() gives it back, which the connection
+ * does in the same completion handler after copying the bytes out; so no
+ * buffer is held across loop passes. Without such rings, receives are
+ * single-shot into the connection's read buffer.
+ *
  * Errors: negative errno.
  */
 #ifndef RINGCACHE_WORKER_H
@@ -76,11 +85,18 @@ struct worker_outbox {
 	bool in_flight;
 };
 
+#define WORKER_RBUF_GROUP 0
+#define WORKER_RBUF_COUNT 256        /* a power of two */
+#define WORKER_RBUF_SIZE 4096
+
 struct worker {
 	uint32_t id;
 	struct worker_group *group;
 	struct io_uring ring;
 	bool ring_ready;
+	struct io_uring_buf_ring *rbufs; /* provided receive buffers (mmap);
+					    NULL: single-shot receives */
+	char *rbuf_mem;              /* their bytes (mmap), COUNT x SIZE */
 	int wake_fd;                 /* eventfd, written by worker_stop_all */
 	uint64_t wake_buf;
 	heap_t *heap;             /* connections, arenas, batches */
@@ -111,6 +127,14 @@ void worker_stop_all(struct worker_group *g);
 
 /* Gets a submission queue entry, submitting first if the queue is full. */
 struct io_uring_sqe *worker_sqe(struct worker *w);
+
+/* The bytes of provided receive buffer `bid`, and giving it back to the
+   kernel once they have been copied out. */
+static inline const char *worker_rbuf(const struct worker *w, unsigned bid)
+{
+	return w->rbuf_mem + (size_t)bid * WORKER_RBUF_SIZE;
+}
+void worker_rbuf_put(struct worker *w, unsigned bid);
 
 /* Marks a connection as having output to send after this pass. */
 void worker_mark_dirty(struct worker *w, struct conn *c);

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 from pymemcache.client.base import Client
@@ -151,14 +152,14 @@ def test_connection_limit(server_factory):
     assert held[0].cmd("set a 0 0 1\r\nx\r\n") == "STORED"
     held[4].close()
     held.pop()
-    # A slot freed: a new connection is served (the close may take a pass).
-    for _ in range(100):
-        c = Conn(s.connect())
-        first = c.cmd("version\r\n")
-        c.close()
-        if first.startswith("VERSION"):
-            break
-    assert first.startswith("VERSION")
+    # Wait (bounded) until the daemon has seen the close, then a new
+    # connection must be served.
+    deadline = time.monotonic() + 10
+    while int(held[0].stats()["curr_connections"]) != 4:
+        assert time.monotonic() < deadline, "the closed connection is still counted"
+    c = Conn(s.connect())
+    assert c.cmd("version\r\n").startswith("VERSION")
+    c.close()
     for c in held:
         c.close()
 
