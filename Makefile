@@ -105,7 +105,7 @@ fuzz: $(FUZZ_BIN)
 		n=$${b#build/fuzz/fuzz_}; rm -rf build/fuzz/work-$$n; \
 		mkdir -p build/fuzz/work-$$n; cp tests/fuzz/corpus/$$n/* build/fuzz/work-$$n/; \
 		echo "fuzz: $$n for $(FUZZ_TIME) s"; \
-		$$b -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build/fuzz/work-$$n \
+		$$b -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -artifact_prefix=build/fuzz/$$n- build/fuzz/work-$$n \
 			2>build/fuzz/$$n.log || { tail -40 build/fuzz/$$n.log; exit 1; }; \
 		grep -E 'stat::number_of_executed_units|Done [0-9]+ runs' build/fuzz/$$n.log; \
 	done
