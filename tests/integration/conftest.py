@@ -202,6 +202,10 @@ class Conn:
     def get_values(self, cmdline):
         """Sends a get-like line, returns {key: (flags, value[, cas])}."""
         self.send(cmdline)
+        return self.read_values()
+
+    def read_values(self):
+        """Reads one get reply (VALUE blocks up to END) without sending."""
         out = {}
         while True:
             line = self.line()

@@ -106,8 +106,14 @@ class Guard:
         pytest.fail("curr_connections is %s, not %d, after %.0f s"
                     % (have, want, timeout))
 
-    def close(self):
+    def finish(self, wait=True):
+        """Ends a test: (every attacker gone,) a last check, the guard's
+        own connection closed, and a prompt clean stop of the daemon."""
+        if wait:
+            self.wait_connections(self.conns0)
+        self.tick(force=True)
         self.c.close()
+        stop_promptly(self.server)
 
 
 def drain(sock, limit=1 << 20):
@@ -135,19 +141,6 @@ def read_to_eof(sock, timeout=10.0, limit=64 << 20):
         out += chunk
     return bytes(out)
 
-
-def read_get(c):
-    """Reads one get reply (VALUE blocks up to END) without sending."""
-    out = {}
-    while True:
-        line = c.line()
-        if line == "END":
-            return out
-        parts = line.split()
-        assert parts[0] == "VALUE" and len(parts) == 4, line
-        data = c.exact(int(parts[3]) + 2)
-        assert data[-2:] == b"\r\n"
-        out[parts[1]] = (int(parts[2]), data[:-2])
 
 
 def stop_promptly(server):
@@ -226,12 +219,9 @@ def test_pipelined_gets_never_read(server_factory, threads):
     a.settimeout(10)
     ac = Conn(a)
     for i in range(20):
-        assert read_get(ac) == {"big%d" % (i % 16): (0, BIG_VALUE)}
+        assert ac.read_values() == {"big%d" % (i % 16): (0, BIG_VALUE)}
     rst_close(a)
-    g.wait_connections(g.conns0)
-    g.tick(force=True)
-    g.close()
-    stop_promptly(s)
+    g.finish()
 
 
 # ---- an endless line --------------------------------------------------------
@@ -266,9 +256,7 @@ def test_100mb_line_without_newline(server_factory, threads):
     assert got == b"CLIENT_ERROR line too long\r\n"
     assert sent < total, "the daemon read the whole 100 MB line"
     a.close()
-    g.wait_connections(g.conns0)
-    g.close()
-    stop_promptly(s)
+    g.finish()
 
 
 # ---- a set that declares a huge length --------------------------------------
@@ -321,9 +309,7 @@ def test_set_with_huge_length(server_factory, threads):
     assert drain(a) == (b"", False)
     rst_close(a)
     c.close()
-    g.wait_connections(g.conns0)
-    g.close()
-    stop_promptly(s)
+    g.finish()
 
 
 # ---- random bytes -----------------------------------------------------------
@@ -387,10 +373,7 @@ def test_random_input(server_factory, threads, kind):
     assert pos >= size, "only %d of %d bytes sent within the time bound" % (pos, size)
     assert replies > 0
     a.close()
-    g.wait_connections(g.conns0)
-    g.tick(force=True)
-    g.close()
-    stop_promptly(s)
+    g.finish()
 
 
 # ---- connection churn -------------------------------------------------------
@@ -444,9 +427,7 @@ def test_connect_disconnect_cycles(server_factory, threads):
         # The first burst may raise the high-water mark; repeating it
         # must not raise it again by much.
         assert rss[2] - rss[0] < 8 * 1024, "RSS after each burst: %s KiB" % rss
-    g.tick(force=True)
-    g.close()
-    stop_promptly(s)
+    g.finish(wait=False)
 
 
 # ---- half-closed sockets ----------------------------------------------------
@@ -475,11 +456,11 @@ def test_half_closed_sockets_get_their_answers(server_factory, threads):
     for i, sock, val in socks:
         c = Conn(sock)
         assert c.line() == "STORED"
-        assert read_get(c) == {"hc%d" % i: (i, val)}
-        assert read_get(c) == {"big": (0, BIG_VALUE)}
+        assert c.read_values() == {"hc%d" % i: (i, val)}
+        assert c.read_values() == {"big": (0, BIG_VALUE)}
         # Keys of earlier sockets may or may not be stored yet; if they
         # are, their values are theirs.
-        got = read_get(c)
+        got = c.read_values()
         assert "hc%d" % i in got
         for k, v in got.items():
             j = int(k[2:])
@@ -489,13 +470,11 @@ def test_half_closed_sockets_get_their_answers(server_factory, threads):
         g.tick()
     hc = Conn(heavy)
     for _ in range(200):
-        assert read_get(hc) == {"big": (0, BIG_VALUE)}
+        assert hc.read_values() == {"big": (0, BIG_VALUE)}
         g.tick()
     assert hc.buf == b"" and read_to_eof(heavy) == b""
     heavy.close()
-    g.wait_connections(g.conns0)
-    g.close()
-    stop_promptly(s)
+    g.finish()
 
 
 # ---- the connection limit ---------------------------------------------------
@@ -543,6 +522,4 @@ def test_connection_limit(server_factory, threads):
         assert c.line() == "END"
         c.close()
     g.wait_connections(1)
-    g.tick(force=True)
-    g.close()
-    stop_promptly(s)
+    g.finish(wait=False)

@@ -227,4 +227,4 @@ def test_split_across_sends(conn):
     for b in req:
         conn.send(bytes([b]))
     assert conn.line() == "STORED"
-    assert conn.get_values(b"") == {"sp": (1, b"0123456789")}
+    assert conn.read_values() == {"sp": (1, b"0123456789")}

@@ -42,19 +42,6 @@ def batch_and_expected(nbig):
     return b"".join(req), want
 
 
-def read_get(c):
-    out = {}
-    while True:
-        line = c.line()
-        if line == "END":
-            return out
-        parts = line.split()
-        assert parts[0] == "VALUE" and len(parts) == 4, line
-        data = c.exact(int(parts[3]) + 2)
-        assert data[-2:] == b"\r\n"
-        out[parts[1]] = (int(parts[2]), data[:-2])
-
-
 def wait_exit(proc, timeout):
     """Seconds from now until proc exits (seen on a pidfd), or None."""
     fd = os.pidfd_open(proc.pid)
@@ -101,7 +88,7 @@ def test_signal_finishes_in_flight_and_exits_0(server_factory, sig, threads):
     def reader():
         try:
             for _ in want:
-                got.append(read_get(bc))
+                got.append(bc.read_values())
             b.settimeout(5)
             errors.append(None if b.recv(1) == b"" else "bytes after the batch")
         except Exception as e:  # reported below
