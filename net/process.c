@@ -250,11 +250,20 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 	o += proto_stat_u64(p + o, "evictions", t.evictions);
 	o += proto_stat_u64(p + o, "reclaimed", t.reclaimed);
 	o += proto_stat_u64(p + o, "limit_maxbytes", w->group->cfg->mem_limit);
+	o += proto_stat_u64(p + o, "segments", t.segments);
+	o += proto_stat_u64(p + o, "segments_free", t.segments_free);
+	o += proto_stat_u64(p + o, "segment_bytes", t.segment_bytes);
+	o += proto_stat_u64(p + o, "dead_bytes", t.dead_bytes);
+	o += proto_stat_u64(p + o, "segments_retired", t.segments_retired);
+	o += proto_stat_u64(p + o, "segments_expired", t.segments_expired);
+	o += proto_stat_u64(p + o, "segments_compacted", t.segments_compacted);
+	o += proto_stat_u64(p + o, "items_moved", t.items_moved);
+	o += proto_stat_u64(p + o, "ghost_bytes", t.ghost_bytes);
 	memcpy(p + o, "END\r\n", 5);
 	return o + 5;
 }
 
-/* Room compose_stats needs: about 45 lines of at most 64 bytes. */
+/* Room compose_stats needs: about 55 lines of at most 64 bytes. */
 #define STATS_ROOM 4096
 
 /* The last shard has answered a fan-out: compose its reply. */

@@ -9,12 +9,14 @@
  * executes (see net/xmsg.h).
  *
  * Ownership: the shard creates its own mimalloc heap (mi_heap_new) and every
- * byte it allocates - items (header + key + value), the hash table, eviction
- * metadata - comes from that heap. shard_destroy() releases the heap in one
- * step. A store copies the key and value into a new item: after shard_exec()
- * returns, the shard holds no pointer into the caller's memory. A read copies
- * the value out into memory the caller's sink hands it: after shard_exec()
- * returns, the caller holds no pointer into the shard.
+ * byte it allocates - segments that items are appended to (seg.h), the
+ * index (table.h), the eviction ghost (ghost.h) - comes from that heap.
+ * shard_destroy() releases the heap in one step. A store copies the key and
+ * value into a segment: after shard_exec() returns, the shard holds no
+ * pointer into the caller's memory. A read copies the value out into memory
+ * the caller's sink hands it: after shard_exec() returns, the caller holds
+ * no pointer into the shard. Items move inside the shard (copy-forward,
+ * compaction), so no item address is valid outside the call that found it.
  *
  * The shard knows nothing of sockets or protocol text: it takes decoded
  * operations and answers with a status (enum shard_status) that the protocol
@@ -131,6 +133,16 @@ struct shard_stats {
 	uint64_t evictions, evicted_unfetched, expired_unfetched, reclaimed;
 	uint64_t limit_maxbytes;
 	uint64_t hash_bytes;  /* memory of the hash table itself */
+	/* the segment store (seg.h) */
+	uint64_t segments;          /* segments held, free ones included */
+	uint64_t segments_free;     /* held but empty (free list + spare) */
+	uint64_t segment_bytes;     /* heap bytes of all segments */
+	uint64_t dead_bytes;        /* written, no longer live, not reclaimed */
+	uint64_t segments_retired;  /* by eviction */
+	uint64_t segments_expired;  /* all items expired, freed whole */
+	uint64_t segments_compacted;/* rewritten to shed dead bytes */
+	uint64_t items_moved;       /* copied forward or compacted */
+	uint64_t ghost_bytes;       /* memory of the eviction ghost */
 };
 
 struct shard;
@@ -176,12 +188,29 @@ void shard_stats_reset(struct shard *s);
 
 /*
  * Test hooks (no side effects): the bytes charged against mem_limit now
- * (items + table + eviction ghost + the charged part of the heap's
+ * (segments + table + ghost + the charged part of the heap's
  * fragmentation, see shard.c), and whether a key is cached and live,
  * without counting it as an access.
  */
 size_t shard_mem_used(const struct shard *s);
 bool shard_peek(struct shard *s, const char *key, uint8_t klen);
+
+/*
+ * The integrity checker: walks every segment and every index slot and
+ * checks that each index entry names a real item whose key hashes to the
+ * entry's tag, that no key is indexed twice, that every segment's live
+ * bytes and items are exactly those of the items the index points to,
+ * that the store's sums match, and that the item count and live bytes
+ * match the counters. O(items). Returns 0, or -EIO after printing the
+ * first broken rule to stderr.
+ */
+int shard_check(struct shard *s);
+
+/* Test hooks: the segment size this shard uses; which queue holds a key
+   (0 small, 1 main, -1 none) and its access count. */
+size_t shard_seg_size(const struct shard *s);
+int shard_where(struct shard *s, const char *key, uint8_t klen,
+		unsigned *freq);
 
 /* The key hash (XXH3-64). Its high 32 bits route, its low bits index. */
 uint64_t shard_hash(const char *key, size_t len);

@@ -1,38 +1,42 @@
 /*
- * table.c - the shard's open-addressing hash table with incremental
- * growth; see table.h for the layout and the reasons.
+ * table.c - the shard's index: open addressing over 64-bit slots with
+ * tombstones and incremental rebuilds; see table.h for the layout and the
+ * reasons.
  *
  * Invariants:
- *   - cur holds items and NULLs only, at most 3/4 full (or one slot short
- *     of full if a growth allocation failed), so every probe ends at a NULL.
- *   - old (while migrating) holds items, NULLs and TOMB; no insert goes
- *     there, so its NULLs are those it had when it stopped being current,
- *     and every probe in it ends too.
- *   - an item is in exactly one of the two arrays.
+ *  - a key is in at most one slot of cur and old together;
+ *  - every entry of cur is reachable from its home slot without crossing
+ *    an empty slot (a remove leaves a tombstone unless the run ends right
+ *    after it), and the same holds in old;
+ *  - count = entries in cur + entries in old; tombs = tombstones in cur;
+ *  - while migrating, old's slots below `cursor` are empty or tombstones.
  */
 #include "shard/table.h"
 
 #include <errno.h>
 #include <string.h>
 
-/* Marks a moved or removed slot of the old array; never dereferenced. */
-static char tomb_mark;
-#define TOMB ((struct item *)(void *)&tomb_mark)
+/* A rebuild starts when entries + tombstones pass LOAD_NUM/LOAD_DEN (0.85). */
+#define LOAD_NUM 17u
+#define LOAD_DEN 20u
 
-static size_t array_size(size_t slots)
+static inline size_t home(uint64_t hash, size_t n)
 {
-	return slots * (sizeof(struct item *) + sizeof(uint32_t));
+	return (size_t)(((hash & 0xFFFFFFFFu) * (uint64_t)n) >> 32);
 }
 
-static int array_alloc(struct table *t, struct table_array *a, size_t slots)
+static inline uint64_t tag_of(uint64_t hash)
 {
-	void *p = heap_zalloc(t->heap, array_size(slots));
-	if (!p)
+	return table_entry(hash, 0);
+}
+
+static int array_alloc(struct table *t, struct table_array *a, size_t n)
+{
+	a->slot = heap_zalloc(t->heap, n * sizeof(uint64_t));
+	if (!a->slot)
 		return -ENOMEM;
-	a->slot = p;
-	a->hash = (uint32_t *)(a->slot + slots);
-	a->mask = slots - 1;
-	t->bytes += heap_usable(p);
+	a->n = n;
+	t->bytes += heap_usable(a->slot);
 	return 0;
 }
 
@@ -43,178 +47,195 @@ static void array_free(struct table *t, struct table_array *a)
 	t->bytes -= heap_usable(a->slot);
 	heap_free(a->slot);
 	a->slot = NULL;
-	a->hash = NULL;
-	a->mask = 0;
+	a->n = 0;
 }
 
-int table_init(struct table *t, heap_t *heap)
+int table_init(struct table *t, heap_t *heap, table_match_fn match,
+	       table_hash_fn rehash, void *ctx)
 {
-	*t = (struct table){ .heap = heap };
+	*t = (struct table){ .heap = heap, .match = match, .rehash = rehash,
+			     .ctx = ctx };
 	return array_alloc(t, &t->cur, TABLE_MIN_SLOTS);
 }
 
 void table_deinit(struct table *t)
 {
-	array_free(t, &t->old);
 	array_free(t, &t->cur);
-	t->count = 0;
+	array_free(t, &t->old);
 }
 
 void table_clear(struct table *t)
 {
 	array_free(t, &t->old);
-	t->cursor = 0;
-	t->count = 0;
-	struct table_array small;
-	if (t->cur.mask + 1 > TABLE_MIN_SLOTS &&
-	    array_alloc(t, &small, TABLE_MIN_SLOTS) == 0) {
-		array_free(t, &t->cur);
-		t->cur = small;
-		return;
-	}
-	memset(t->cur.slot, 0, array_size(t->cur.mask + 1));
-}
-
-/* Index of the slot holding the key in a, or SIZE_MAX. */
-static size_t probe_key(const struct table_array *a, uint32_t h,
-			const char *key, uint8_t klen)
-{
-	for (size_t i = h & a->mask;; i = (i + 1) & a->mask) {
-		struct item *it = a->slot[i];
-		if (!it)
-			return SIZE_MAX;
-		if (it != TOMB && a->hash[i] == h && item_match(it, key, klen))
-			return i;
-	}
-}
-
-/* Index of the slot holding this very item in a, or SIZE_MAX. */
-static size_t probe_item(const struct table_array *a, uint32_t h,
-			 const struct item *want)
-{
-	for (size_t i = h & a->mask;; i = (i + 1) & a->mask) {
-		struct item *it = a->slot[i];
-		if (!it)
-			return SIZE_MAX;
-		if (it == want)
-			return i;
-	}
-}
-
-static void array_put(struct table_array *a, struct item *it, uint32_t h)
-{
-	size_t i = h & a->mask;
-	while (a->slot[i])
-		i = (i + 1) & a->mask;
-	a->slot[i] = it;
-	a->hash[i] = h;
-}
-
-/*
- * Empties slot i of the current array by shifting later members of its
- * probe run back (no tombstones): an entry at j may move to the hole at i
- * when its home is not in the cyclic range (i, j].
- */
-static void array_delete(struct table_array *a, size_t i)
-{
-	size_t j = i;
-	for (;;) {
-		j = (j + 1) & a->mask;
-		if (!a->slot[j])
-			break;
-		size_t home = a->hash[j] & a->mask;
-		if (((j - home) & a->mask) >= ((j - i) & a->mask)) {
-			a->slot[i] = a->slot[j];
-			a->hash[i] = a->hash[j];
-			i = j;
+	t->count = t->tombs = t->cursor = 0;
+	if (t->cur.n > TABLE_MIN_SLOTS) {
+		struct table_array a;
+		if (array_alloc(t, &a, TABLE_MIN_SLOTS) == 0) {
+			array_free(t, &t->cur);
+			t->cur = a;
+			return;
 		}
 	}
-	a->slot[i] = NULL;
+	memset(t->cur.slot, 0, t->cur.n * sizeof(uint64_t));
+}
+
+/* The slot of key in array a, or NULL. */
+static uint64_t *find_in(struct table *t, struct table_array *a,
+			 uint64_t hash, const char *key, uint8_t klen)
+{
+	uint64_t tag = tag_of(hash);
+	size_t i = home(hash, a->n);
+	for (;;) {
+		uint64_t e = a->slot[i];
+		if (e == TABLE_EMPTY)
+			return NULL;
+		if ((e & ~TABLE_LOC_MASK) == tag && e != TABLE_TOMB &&
+		    t->match(t->ctx, e & TABLE_LOC_MASK, key, klen))
+			return &a->slot[i];
+		if (++i == a->n)
+			i = 0;
+	}
+}
+
+uint64_t *table_find(struct table *t, uint64_t hash, const char *key,
+		     uint8_t klen)
+{
+	uint64_t *s = find_in(t, &t->cur, hash, key, klen);
+	if (!s && t->old.slot)
+		s = find_in(t, &t->old, hash, key, klen);
+	return s;
+}
+
+static uint64_t *find_loc_in(struct table_array *a, uint64_t hash,
+			     uint64_t want)
+{
+	size_t i = home(hash, a->n);
+	for (;;) {
+		uint64_t e = a->slot[i];
+		if (e == TABLE_EMPTY)
+			return NULL;
+		if (e == want)
+			return &a->slot[i];
+		if (++i == a->n)
+			i = 0;
+	}
+}
+
+uint64_t *table_find_loc(struct table *t, uint64_t hash, uint64_t loc)
+{
+	uint64_t want = table_entry(hash, loc);
+	uint64_t *s = find_loc_in(&t->cur, hash, want);
+	if (!s && t->old.slot)
+		s = find_loc_in(&t->old, hash, want);
+	return s;
+}
+
+/* Puts an entry into cur (which has room): the first empty slot or
+   tombstone of its probe run. */
+static void put(struct table *t, uint64_t hash, uint64_t entry)
+{
+	size_t i = home(hash, t->cur.n);
+	while (table_is_entry(t->cur.slot[i]))
+		if (++i == t->cur.n)
+			i = 0;
+	if (t->cur.slot[i] == TABLE_TOMB)
+		t->tombs--;
+	t->cur.slot[i] = entry;
+}
+
+/* Empties a slot of array a, leaving a tombstone only where a later
+   entry of the run may need it. Returns whether a tombstone was left. */
+static bool clear_slot(struct table_array *a, uint64_t *slot)
+{
+	size_t i = (size_t)(slot - a->slot);
+	size_t next = i + 1 == a->n ? 0 : i + 1;
+	if (a->slot[next] != TABLE_EMPTY) {
+		*slot = TABLE_TOMB;
+		return true;
+	}
+	*slot = TABLE_EMPTY;
+	return false;
+}
+
+/* Empties the tombstones just before an emptied slot i of cur. */
+static void shed_tombs(struct table *t, size_t i)
+{
+	for (;;) {
+		i = i == 0 ? t->cur.n - 1 : i - 1;
+		if (t->cur.slot[i] != TABLE_TOMB)
+			return;
+		t->cur.slot[i] = TABLE_EMPTY;
+		t->tombs--;
+	}
+}
+
+void table_remove(struct table *t, uint64_t *slot)
+{
+	t->count--;
+	if (slot >= t->cur.slot && slot < t->cur.slot + t->cur.n) {
+		if (clear_slot(&t->cur, slot))
+			t->tombs++;
+		else
+			shed_tombs(t, (size_t)(slot - t->cur.slot));
+	} else {
+		*slot = TABLE_TOMB; /* old's tombstones go with the array */
+	}
 }
 
 bool table_migrate(struct table *t, size_t slots)
 {
 	if (!t->old.slot)
 		return false;
-	size_t n = t->old.mask + 1;
-	while (slots-- && t->cursor < n) {
-		struct item *it = t->old.slot[t->cursor];
-		if (it && it != TOMB) {
-			array_put(&t->cur, it, t->old.hash[t->cursor]);
-			t->old.slot[t->cursor] = TOMB;
-		}
-		t->cursor++;
+	while (slots-- && t->cursor < t->old.n) {
+		uint64_t e = t->old.slot[t->cursor++];
+		if (!table_is_entry(e))
+			continue; /* empty slots stay empty: probes end there */
+		t->old.slot[t->cursor - 1] = TABLE_TOMB;
+		uint64_t loc = e & TABLE_LOC_MASK;
+		put(t, t->rehash(t->ctx, loc), e);
 	}
-	if (t->cursor < n)
+	if (t->cursor < t->old.n)
 		return true;
 	array_free(t, &t->old);
 	t->cursor = 0;
 	return false;
 }
 
-struct item *table_find(struct table *t, uint64_t hash, const char *key,
-			uint8_t klen)
+static size_t rebuild_slots(size_t count)
 {
-	uint32_t h = (uint32_t)hash;
-	size_t i = probe_key(&t->cur, h, key, klen);
-	if (i != SIZE_MAX)
-		return t->cur.slot[i];
-	if (t->old.slot) {
-		i = probe_key(&t->old, h, key, klen);
-		if (i != SIZE_MAX)
-			return t->old.slot[i];
-	}
-	return NULL;
-}
-
-static bool over_load(const struct table *t, size_t count)
-{
-	return count > (t->cur.mask + 1) / 4 * 3;
+	size_t n = count * 15 / 8 + 1;
+	return n < TABLE_MIN_SLOTS ? TABLE_MIN_SLOTS : n;
 }
 
 size_t table_grow_bytes(const struct table *t)
 {
-	if (t->old.slot || !over_load(t, t->count + 1))
+	if ((t->count + t->tombs + 1) * LOAD_DEN <= t->cur.n * LOAD_NUM)
 		return 0;
-	return array_size(2 * (t->cur.mask + 1));
+	return rebuild_slots(t->count + 1) * sizeof(uint64_t);
 }
 
-/* Makes a twice-as-large array current; the old one drains by migration. */
-static void start_growth(struct table *t)
+/* Starts a rebuild: cur becomes old, a new cur sized for the entries. */
+static int rebuild(struct table *t)
 {
-	if (t->old.slot) /* cannot happen at 16 slots a step; stay safe */
-		table_migrate(t, SIZE_MAX);
-	struct table_array next;
-	if (array_alloc(t, &next, 2 * (t->cur.mask + 1)) < 0)
-		return; /* keep filling cur up to its last slot */
-	t->old = t->cur;
-	t->cur = next;
-	t->cursor = 0;
-}
-
-int table_insert(struct table *t, struct item *it, uint64_t hash)
-{
-	if (over_load(t, t->count + 1))
-		start_growth(t);
-	if (t->count + 1 >= t->cur.mask + 1)
+	if (t->old.slot)
+		table_migrate(t, t->old.n); /* finish the previous one */
+	struct table_array a;
+	if (array_alloc(t, &a, rebuild_slots(t->count + 1)) < 0)
 		return -ENOMEM;
-	array_put(&t->cur, it, (uint32_t)hash);
-	t->count++;
-	table_migrate(t, TABLE_MIGRATE_STEP);
+	t->old = t->cur;
+	t->cur = a;
+	t->cursor = 0;
+	t->tombs = 0;
 	return 0;
 }
 
-void table_remove(struct table *t, struct item *it, uint64_t hash)
+int table_insert(struct table *t, uint64_t hash, uint64_t loc)
 {
-	uint32_t h = (uint32_t)hash;
-	size_t i = probe_item(&t->cur, h, it);
-	if (i != SIZE_MAX) {
-		array_delete(&t->cur, i);
-		t->count--;
-	} else if (t->old.slot &&
-		   (i = probe_item(&t->old, h, it)) != SIZE_MAX) {
-		t->old.slot[i] = TOMB;
-		t->count--;
-	}
+	if ((t->count + t->tombs + 1) * LOAD_DEN > t->cur.n * LOAD_NUM &&
+	    rebuild(t) < 0)
+		return -ENOMEM;
+	put(t, hash, table_entry(hash, loc));
+	t->count++;
 	table_migrate(t, TABLE_MIGRATE_STEP);
+	return 0;
 }

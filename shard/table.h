@@ -1,35 +1,37 @@
 /*
- * table.h - the shard's hash table of items: key -> struct item *.
+ * table.h - the shard's index: key -> item location (segment id, offset).
  *
- * Open addressing with linear probing. Each slot is an item pointer plus
- * the low 32 bits of the key's hash in a parallel array, 12 bytes a slot.
- * Why open addressing rather than chaining: a chain needs a next pointer
- * in every item, and that 8 bytes is what keeps the item header at 40
- * bytes (shard/item.h), which puts a 20+100-byte item in mimalloc's
- * 160-byte class instead of the 192-byte one. The hash array lets a probe
- * compare 32-bit hashes in one cache line and touch an item only when its
- * hash matches. The table grows at a load of 3/4, so slots cost 16..32
- * bytes per item (12 / load), and a miss probes a few slots.
+ * One 64-bit word per slot:
  *
- * Indexing uses the LOW bits of the 64-bit hash (the high 32 bits route a
- * key to its shard, see shard_route()); storing the low 32 bits is enough
- * to index any table up to 2^32 slots and to move items without rehashing
- * their keys.
+ *   63          44 43                 20 19            0
+ *   +-------------+---------------------+---------------+
+ *   | tag (20)    | segment id (24)     | offset (20)   |
+ *   +-------------+---------------------+---------------+
  *
- * Growth is incremental: when an insert would pass the load limit, a
- * twice-as-large array becomes the current one and the old array is kept;
- * every insert and remove then moves TABLE_MIGRATE_STEP old slots, and
- * table_migrate() moves more for the owner's idle ticks. Lookups and
- * removes look in the current array, then in the old one. A moved or
- * removed slot of the old array becomes a tombstone (never NULL) so that a
- * probe through the old array still reaches items displaced past it. The
- * current array never holds tombstones: a remove there shifts the rest of
- * the probe run back.
+ * The tag is bits 32..51 of the key's 64-bit hash (the top bits route the
+ * key to its shard, the low 32 bits pick the slot), so a probe touches an
+ * item only when 20 more bits of its hash match. 0 is an empty slot and 1
+ * a tombstone (segment ids start at 1, so no entry is either).
  *
- * Ownership: the table owns its arrays (allocated from the heap given to
- * table_init), never the items; the caller allocates and frees items. A
- * struct table lives in the caller's memory (init/deinit). Only the owning
- * shard's thread calls it. Errors are negative errno values.
+ * Open addressing with linear probing over a table of any size: the home
+ * slot is (low 32 hash bits * slots) >> 32. A remove leaves a tombstone
+ * (unless the next slot is empty, then it and the tombstones before it
+ * become empty): moving entries back would need their hashes, which the
+ * slots do not keep. When live entries plus tombstones pass 4/5 of the
+ * slots (17/20), a new array sized for the live entries at a load of 8/15 takes
+ * over (so the table grows by 1.5x, or shrinks, or just sheds its
+ * tombstones), and the old one is emptied incrementally: every insert
+ * moves TABLE_MIGRATE_STEP old slots and table_migrate() moves more for
+ * the owner's idle ticks. Moving an entry needs its hash: the table asks
+ * the shard to hash the key at that location (`rehash`). Lookups look in
+ * the current array, then in the old one. That is 8/0.53..8/0.85 = 9.4..15
+ * bytes of index per item.
+ *
+ * Ownership: the table owns its arrays (from the heap given to
+ * table_init), never the items. A struct table lives in the caller's
+ * memory (init/deinit). A slot pointer returned by a lookup is valid until
+ * the next insert, remove, migrate or clear. Only the owning shard's
+ * thread calls it. Errors are negative errno values.
  */
 #ifndef RINGCACHE_SHARD_TABLE_H
 #define RINGCACHE_SHARD_TABLE_H
@@ -39,46 +41,76 @@
 #include <stdint.h>
 
 #include "shard/heap.h"
-#include "shard/item.h"
 
 #define TABLE_MIN_SLOTS    64u
-#define TABLE_MIGRATE_STEP 16u /* old slots moved per insert or remove */
+#define TABLE_MIGRATE_STEP 16u /* old slots moved per insert */
+#define TABLE_EMPTY        0u
+#define TABLE_TOMB         1u
+#define TABLE_LOC_BITS     44u
+#define TABLE_LOC_MASK     ((UINT64_C(1) << TABLE_LOC_BITS) - 1)
 
-/* One array of slots: item pointers and their hashes' low 32 bits. */
+/* Whether the item at loc has this key. */
+typedef bool (*table_match_fn)(void *ctx, uint64_t loc, const char *key,
+			       uint8_t klen);
+/* The 64-bit hash of the key of the item at loc. */
+typedef uint64_t (*table_hash_fn)(void *ctx, uint64_t loc);
+
 struct table_array {
-	struct item **slot; /* heap block: mask+1 pointers, then the hashes */
-	uint32_t *hash;     /* inside the same block as slot */
-	size_t mask;        /* slots - 1; slots is a power of two */
+	uint64_t *slot;  /* heap block of n entries */
+	size_t n;
 };
 
 struct table {
 	heap_t *heap;             /* the shard's heap: arrays come from it */
+	void *ctx;                /* for match and rehash */
+	table_match_fn match;
+	table_hash_fn rehash;
 	struct table_array cur;   /* where inserts go */
 	struct table_array old;   /* slot == NULL unless migrating */
 	size_t cursor;            /* next old slot to move */
-	size_t count;             /* items in both arrays */
+	size_t count;             /* live entries in both arrays */
+	size_t tombs;             /* tombstones in cur */
 	size_t bytes;             /* heap_usable() of both arrays */
 };
 
+static inline uint64_t table_loc(uint32_t seg_id, uint32_t off)
+{
+	return (uint64_t)seg_id << 20 | off;
+}
+static inline uint32_t table_loc_seg(uint64_t loc) { return (uint32_t)(loc >> 20); }
+static inline uint32_t table_loc_off(uint64_t loc) { return (uint32_t)(loc & 0xFFFFF); }
+static inline uint64_t table_entry(uint64_t hash, uint64_t loc)
+{
+	return ((hash >> 32) & 0xFFFFF) << TABLE_LOC_BITS | loc;
+}
+static inline bool table_is_entry(uint64_t e) { return e > TABLE_TOMB; }
+
 /* Allocates the first array. Returns 0 or -ENOMEM. */
-int table_init(struct table *t, heap_t *heap);
-/* Frees the arrays (not the items). */
+int table_init(struct table *t, heap_t *heap, table_match_fn match,
+	       table_hash_fn rehash, void *ctx);
+/* Frees the arrays. */
 void table_deinit(struct table *t);
-/* Forgets every item (the caller frees them) and shrinks back to the
-   first size when it can. */
+/* Forgets every entry and goes back to the first size. */
 void table_clear(struct table *t);
 
-/* The item with this key, or NULL. */
-struct item *table_find(struct table *t, uint64_t hash, const char *key,
-			uint8_t klen);
+/* The slot of the entry with this key, or NULL. */
+uint64_t *table_find(struct table *t, uint64_t hash, const char *key,
+		     uint8_t klen);
+/* The slot holding exactly this location for this hash, or NULL. */
+uint64_t *table_find_loc(struct table *t, uint64_t hash, uint64_t loc);
 /*
- * Adds an item whose key is not in the table (the caller checked). May
- * start a growth. Returns 0, or -ENOMEM if the table is full and could not
- * grow.
+ * Adds an entry for a key that is not in the table (the caller checked).
+ * May start a migration. Returns 0, or -ENOMEM if a new array was needed
+ * and could not be had (the entry is not added).
  */
-int table_insert(struct table *t, struct item *it, uint64_t hash);
-/* Removes this item (by identity); it must be in the table. */
-void table_remove(struct table *t, struct item *it, uint64_t hash);
+int table_insert(struct table *t, uint64_t hash, uint64_t loc);
+/* Points a slot found by a lookup at a new location (the item moved). */
+static inline void table_move(uint64_t *slot, uint64_t loc)
+{
+	*slot = (*slot & ~TABLE_LOC_MASK) | loc;
+}
+/* Removes the entry in a slot found by a lookup. */
+void table_remove(struct table *t, uint64_t *slot);
 
 /* Moves up to `slots` old slots. Returns true while still migrating. */
 bool table_migrate(struct table *t, size_t slots);
@@ -92,15 +124,12 @@ size_t table_grow_bytes(const struct table *t);
 static inline size_t table_bytes(const struct table *t) { return t->bytes; }
 static inline size_t table_count(const struct table *t) { return t->count; }
 
-/* Slots of the current array, and the item in slot i (NULL if empty), for
-   a sweep over the table (only meaningful while not migrating). */
-static inline size_t table_slots(const struct table *t)
+/* The current array's slots, for a sweep (entries may be empty or
+   tombstones: check table_is_entry). */
+static inline size_t table_slots(const struct table *t) { return t->cur.n; }
+static inline uint64_t *table_at(struct table *t, size_t i)
 {
-	return t->cur.mask + 1;
-}
-static inline struct item *table_at(const struct table *t, size_t i)
-{
-	return i <= t->cur.mask ? t->cur.slot[i] : NULL;
+	return &t->cur.slot[i];
 }
 
 #endif

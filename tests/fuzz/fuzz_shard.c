@@ -12,8 +12,11 @@
  *    the model still has, so a miss is allowed there, but anything the shard
  *    does return must be exactly the model's latest value for that key;
  *  - the shard's `bytes` never exceeds its limit; every cas it hands out is
- *    new; at the end, destroying the shard frees every block (the libc heap
- *    of sanitizer builds aborts on a leaked block).
+ *    new; after every operation the integrity checker (shard_check) walks
+ *    every segment and index slot, so an index entry left pointing at
+ *    moved or reused segment memory is caught at once (and ASan catches a
+ *    read of freed memory); at the end, destroying the shard frees every
+ *    block (the libc heap of sanitizer builds aborts on a leaked block).
  *
  * Build and run: `make fuzz` (clang, -fsanitize=fuzzer,address,undefined).
  */
@@ -28,8 +31,8 @@
 #include "shard/shard.h"
 
 #define NKEYS 8
-#define VMAX 96
-#define ITEM_MAX 64
+#define VMAX 192
+#define ITEM_MAX 160
 #define T0 1700000000
 
 struct model_item {
@@ -82,6 +85,7 @@ static bool visible(const struct model_item *m, int64_t now)
 struct read_buf {
 	char data[VMAX * 2];
 	struct shard_view view;
+	char key[256];  /* view.key is valid only during the sink call */
 	int calls;
 };
 
@@ -90,6 +94,8 @@ static char *sink(void *ctx, const struct shard_view *v)
 	struct read_buf *b = ctx;
 	b->calls++;
 	b->view = *v;
+	memcpy(b->key, v->key, v->klen);
+	b->view.key = b->key;
 	CHECK(v->vlen <= sizeof(b->data));
 	return b->data;
 }
@@ -118,11 +124,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct input in = { data, size };
 	uint8_t mode = take(&in);
 	bool tiny = mode & 1;
-	/* Tiny limits hold the table, the eviction history and a few items,
-	   so most stores evict. */
+	/* Tiny limits hold the table, the eviction history and a few 1 KiB
+	   segments, so stores retire segments all the time: copy-forward,
+	   compaction (ticks) and dedicated segments (values over 128 B) all
+	   run. */
 	struct shard_config cfg = {
 		.id = 1, .count = 3,
-		.mem_limit = tiny ? 3584 + (size_t)((mode >> 1) & 3) * 1024 : (8u << 20),
+		.mem_limit = tiny ? (6u << 10) + (size_t)((mode >> 1) & 3) * 2048 : (8u << 20),
 		.item_max = ITEM_MAX,
 	};
 	struct shard *s = shard_create(&cfg);
@@ -161,6 +169,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			} else {
 				shard_tick(s, take(&in));
 			}
+			CHECK(shard_check(s) == 0);
 			continue;
 		}
 		if (op <= 5 || op == 8) { /* set add replace append prepend cas */
@@ -195,6 +204,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		int rc = shard_exec(s, &q, &r, sink, &rb);
 		CHECK(rc == 0);
+		CHECK(shard_check(s) == 0);
 		struct shard_stats st;
 		shard_stats(s, &st);
 		CHECK(st.bytes <= cfg.mem_limit);
@@ -203,7 +213,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		bool miss = r.status == SHARD_NOT_FOUND ||
 			    (r.status == SHARD_NOT_STORED &&
 			     (q.op == SHARD_OP_REPLACE || q.op == SHARD_OP_APPEND ||
-			      q.op == SHARD_OP_PREPEND));
+			      q.op == SHARD_OP_PREPEND)) ||
+			    (r.status == SHARD_STORED && q.op == SHARD_OP_ADD);
 		if (may_miss && miss) {
 			/* Evicted: the model forgets it too. A failed store on a
 			   missing key changes nothing more. */
@@ -251,10 +262,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				n += q.delta;
 			else
 				n = n < q.delta ? 0 : n - q.delta;
-			if (tiny && r.status == SHARD_NO_MEMORY) {
-				m->live = false;
-				break;
-			}
+			if (tiny && r.status == SHARD_NO_MEMORY)
+				break; /* no room for the new number: old kept */
 			CHECK(r.status == SHARD_NUMBER && r.number == n);
 			m->vlen = (uint32_t)snprintf(m->v, sizeof(m->v), "%" PRIu64, n);
 			CHECK(r.cas > last_cas);
@@ -281,8 +290,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				nlen = m->vlen + q.vlen;
 			if (want == SHARD_STORED && nlen > ITEM_MAX)
 				want = SHARD_TOO_LARGE;
-			if (tiny && want == SHARD_STORED && r.status == SHARD_NO_MEMORY) {
-				m->live = false;
+			if (tiny && r.status == SHARD_NO_MEMORY &&
+			    (want == SHARD_STORED ||
+			     (q.op == SHARD_OP_ADD && want == SHARD_NOT_STORED))) {
+				/* no room: a set drops the old value; an add
+				   found the key evicted; the others keep it */
+				if (q.op == SHARD_OP_SET || q.op == SHARD_OP_ADD)
+					m->live = false;
 				break;
 			}
 			if (r.status != want)

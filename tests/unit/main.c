@@ -10,6 +10,7 @@ int test_arena_register(void);
 int test_proto_register(void);
 int test_table_register(void);
 int test_shard_register(void);
+int test_seg_register(void);
 
 int main(void)
 {
@@ -18,6 +19,7 @@ int main(void)
 		test_proto_register,
 		test_table_register,
 		test_shard_register,
+		test_seg_register,
 	};
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 2;

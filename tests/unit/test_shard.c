@@ -1,8 +1,8 @@
 /*
- * test_shard.c - one shard (shard/shard.c, shard/evict.c): every command's
- * semantics and status as in memcached's protocol.txt, time through the
- * injected clock, CAS uniqueness, limits, flush, S3-FIFO's eviction order,
- * the memory bound, the expiry sweep and the counters.
+ * test_shard.c - one shard (shard/shard.c): every command's semantics and
+ * status as in memcached's protocol.txt, time through the injected clock,
+ * CAS uniqueness, limits, flush, the expiry sweep and the counters. The
+ * segment store, eviction and the memory bound are in test_seg.c.
  *
  * Every test creates its own shard(s) in the test thread and destroys them
  * at the end; shard_destroy() frees every item and in sanitizer builds
@@ -73,14 +73,6 @@ static int store(struct shard *s, enum shard_op op, const char *key,
 static int set(struct shard *s, const char *key, const char *val)
 {
 	return store(s, SHARD_OP_SET, key, val, 0, 0);
-}
-
-static int set_len(struct shard *s, const char *key, const char *val,
-		   uint32_t vlen)
-{
-	return run(s, (struct shard_req){ .op = SHARD_OP_SET, .key = key,
-					  .value = val, .vlen = vlen },
-		   NULL, NULL);
 }
 
 static int simple(struct shard *s, enum shard_op op, const char *key,
@@ -495,305 +487,6 @@ static void test_flush_delayed(void)
 	shard_destroy(s);
 }
 
-/* ---- eviction ------------------------------------------------------------ */
-
-/* Bytes of an empty small shard and of one "kNN" item with a 100-byte value. */
-static void measure(size_t *fixed, size_t *isz)
-{
-	struct shard *s = mk(64 << 10, 1024, false);
-	*fixed = shard_mem_used(s);
-	char v[101];
-	memset(v, 'v', 100);
-	v[100] = 0;
-	CU_ASSERT(set(s, "k00", v) == SHARD_STORED);
-	*isz = stats(s).bytes;
-	shard_destroy(s);
-}
-
-static int set100(struct shard *s, const char *fmt, int i)
-{
-	char key[16], v[101];
-	snprintf(key, sizeof(key), fmt, i);
-	memset(v, 'v', 100);
-	v[100] = 0;
-	return set(s, key, v);
-}
-
-static bool has(struct shard *s, const char *fmt, int i)
-{
-	char key[16];
-	snprintf(key, sizeof(key), fmt, i);
-	return shard_peek(s, key, (uint8_t)strlen(key));
-}
-
-static void touch_get(struct shard *s, const char *fmt, int i)
-{
-	char key[16];
-	struct sink k = { 0 };
-	snprintf(key, sizeof(key), fmt, i);
-	CU_ASSERT(get(s, key, &k, NULL) == SHARD_HIT);
-}
-
-/*
- * Room for 20 items, so S's share is 2: one-hit wonders leave from S in
- * insertion order, keys read while in S move to M and survive, a key back
- * from the ghost goes straight to M.
- */
-static void test_evict_small_and_ghost(void)
-{
-	size_t fixed, isz;
-	measure(&fixed, &isz);
-	struct shard *s = mk(fixed + 20 * isz, 1024, false);
-	CU_ASSERT_FATAL(shard_mem_used(s) == fixed);
-	for (int i = 0; i < 20; i++)
-		CU_ASSERT(set100(s, "k%02d", i) == SHARD_STORED);
-	CU_ASSERT(stats(s).evictions == 0 && stats(s).curr_items == 20);
-	for (int i = 0; i < 3; i++)
-		touch_get(s, "k%02d", i);
-	CU_ASSERT(set100(s, "k%02d", 20) == SHARD_STORED);
-	CU_ASSERT(!has(s, "k%02d", 3)); /* k0..k2 moved to M, k3 evicted */
-	CU_ASSERT(has(s, "k%02d", 0) && has(s, "k%02d", 1) && has(s, "k%02d", 2));
-	CU_ASSERT(has(s, "k%02d", 4));
-	CU_ASSERT(set100(s, "k%02d", 21) == SHARD_STORED);
-	CU_ASSERT(!has(s, "k%02d", 4) && has(s, "k%02d", 5));
-	/* k3 is a ghost: back in, it goes to M; k5 leaves S */
-	CU_ASSERT(set100(s, "k%02d", 3) == SHARD_STORED);
-	CU_ASSERT(has(s, "k%02d", 3) && !has(s, "k%02d", 5) && has(s, "k%02d", 6));
-	/* 16 new keys push k6..k21 out of S in order; M is untouched */
-	for (int i = 0; i < 16; i++) {
-		CU_ASSERT(set100(s, "n%02d", i) == SHARD_STORED);
-		CU_ASSERT(!has(s, "k%02d", 6 + i));
-		if (i < 15)
-			CU_ASSERT(has(s, "k%02d", 7 + i));
-	}
-	for (int i = 0; i < 4; i++)
-		CU_ASSERT(has(s, "k%02d", i));
-	struct shard_stats st = stats(s);
-	CU_ASSERT(st.evictions == 19 && st.evicted_unfetched == 19);
-	CU_ASSERT(st.curr_items == 20);
-	CU_ASSERT(shard_mem_used(s) <= fixed + 20 * isz);
-	shard_destroy(s);
-}
-
-/* M's second chance: a count > 0 buys a reinsertion, 0 is evicted. */
-static void test_evict_main(void)
-{
-	size_t fixed, isz;
-	measure(&fixed, &isz);
-	struct shard *s = mk(fixed + 20 * isz, 1024, false);
-	for (int i = 0; i < 20; i++)
-		CU_ASSERT(set100(s, "a%02d", i) == SHARD_STORED);
-	for (int i = 0; i < 20; i++)
-		touch_get(s, "a%02d", i);
-	/* all of S moves to M with counts cleared; M's head a00 goes */
-	CU_ASSERT(set100(s, "b%02d", 0) == SHARD_STORED);
-	CU_ASSERT(!has(s, "a%02d", 0) && has(s, "a%02d", 1));
-	touch_get(s, "a%02d", 1);
-	touch_get(s, "a%02d", 1);
-	touch_get(s, "a%02d", 2);
-	/* S holds b00 and c00: b00, never read, leaves S for the ghost */
-	CU_ASSERT(set100(s, "c%02d", 0) == SHARD_STORED);
-	CU_ASSERT(!has(s, "b%02d", 0) && has(s, "c%02d", 0));
-	CU_ASSERT(simple(s, SHARD_OP_DELETE, "c00", 0) == SHARD_DELETED);
-	/* b00 comes back from the ghost into M: the shard is full, S empty */
-	CU_ASSERT(set100(s, "b%02d", 0) == SHARD_STORED);
-	CU_ASSERT(stats(s).curr_items == 20 && stats(s).evictions == 2);
-	/* S is below its share: a01 (count 2) and a02 (count 1) are
-	   reinserted, a03 (count 0) goes */
-	CU_ASSERT(set100(s, "a%02d", 0) == SHARD_STORED);
-	CU_ASSERT(!has(s, "a%02d", 3) && has(s, "b%02d", 0));
-	CU_ASSERT(has(s, "a%02d", 1) && has(s, "a%02d", 2) && has(s, "a%02d", 4));
-	/* S holds a00 and b01 now (its share): a00, never read, goes */
-	CU_ASSERT(set100(s, "b%02d", 1) == SHARD_STORED);
-	CU_ASSERT(!has(s, "a%02d", 0) && has(s, "b%02d", 1));
-	/* a00 is a ghost again: back into M; with S empty but for the new
-	   b02, M's head a04 (count 0) is the victim */
-	CU_ASSERT(simple(s, SHARD_OP_DELETE, "b01", 0) == SHARD_DELETED);
-	CU_ASSERT(set100(s, "a%02d", 0) == SHARD_STORED);
-	CU_ASSERT(set100(s, "b%02d", 2) == SHARD_STORED);
-	CU_ASSERT(!has(s, "a%02d", 4) && has(s, "a%02d", 5));
-	CU_ASSERT(has(s, "a%02d", 0) && has(s, "b%02d", 2));
-	struct shard_stats st = stats(s);
-	CU_ASSERT(st.evictions == 5 && st.evicted_unfetched == 2);
-	shard_destroy(s);
-}
-
-/* Expired items make room without counting as evictions. */
-static void test_evict_counters(void)
-{
-	size_t fixed, isz;
-	measure(&fixed, &isz);
-	struct shard *s = mk(fixed + 10 * isz, 1024, false);
-	char v[101];
-	memset(v, 'v', 100);
-	v[100] = 0;
-	CU_ASSERT(store(s, SHARD_OP_SET, "x0", v, 0, 5) == SHARD_STORED);
-	CU_ASSERT(store(s, SHARD_OP_SET, "x1", v, 0, 5) == SHARD_STORED);
-	touch_get(s, "x%d", 1);
-	for (int i = 2; i < 10; i++)
-		CU_ASSERT(set100(s, "x%d", i) == SHARD_STORED);
-	shard_set_time(s, NOW + 5);
-	CU_ASSERT(set100(s, "y%d", 0) == SHARD_STORED); /* x0 reclaimed */
-	struct shard_stats st = stats(s);
-	CU_ASSERT(st.evictions == 0 && st.reclaimed == 1);
-	CU_ASSERT(st.expired_unfetched == 1);
-	CU_ASSERT(set100(s, "y%d", 1) == SHARD_STORED); /* x1: read, so to M */
-	CU_ASSERT(set100(s, "y%d", 2) == SHARD_STORED);
-	st = stats(s);
-	CU_ASSERT(st.evictions == 2 && st.evicted_unfetched == 2);
-	CU_ASSERT(st.reclaimed == 1);
-	shard_destroy(s);
-}
-
-static void test_no_evict(void)
-{
-	size_t fixed, isz;
-	measure(&fixed, &isz);
-	struct shard *s = mk(fixed + 5 * isz, 1024, true);
-	for (int i = 0; i < 5; i++)
-		CU_ASSERT(set100(s, "k%02d", i) == SHARD_STORED);
-	CU_ASSERT(set100(s, "k%02d", 5) == SHARD_NO_MEMORY);
-	CU_ASSERT(set100(s, "k%02d", 0) == SHARD_STORED); /* same size replace */
-	/* a full shard refuses a bigger value rather than evict */
-	char v[201];
-	memset(v, 'w', 200);
-	v[200] = 0;
-	CU_ASSERT(set(s, "k01", v) == SHARD_NO_MEMORY);
-	CU_ASSERT(!shard_peek(s, "k01", 3)); /* a failed set drops the old */
-	CU_ASSERT(set100(s, "k%02d", 1) == SHARD_STORED);
-	CU_ASSERT(store(s, SHARD_OP_APPEND, "k01", v, 0, 0) == SHARD_NO_MEMORY);
-	CU_ASSERT(shard_peek(s, "k01", 3)); /* a failed append keeps it */
-	CU_ASSERT(simple(s, SHARD_OP_DELETE, "k02", 0) == SHARD_DELETED);
-	CU_ASSERT(set100(s, "k%02d", 5) == SHARD_STORED);
-	CU_ASSERT(stats(s).evictions == 0);
-	CU_ASSERT(shard_mem_used(s) <= fixed + 5 * isz);
-	shard_destroy(s);
-	/* an item that cannot fit even in an empty shard */
-	s = mk(fixed + 5 * isz, 1 << 20, false);
-	char *big = calloc(1, 64 << 10);
-	struct shard_req q = { .op = SHARD_OP_SET, .key = "big", .value = big,
-			       .vlen = 64 << 10 };
-	CU_ASSERT(run(s, q, NULL, NULL) == SHARD_NO_MEMORY);
-	free(big);
-	shard_destroy(s);
-}
-
-/* 10x the limit in mixed sizes: never over the limit. */
-static void test_memory_bound(void)
-{
-	const size_t limit = 256 << 10;
-	struct shard *s = mk(limit, 8000, false);
-	static const char fill[8000] = { 0 };
-	uint32_t x = 12345;
-	size_t stored = 0, over = 0, n = 0;
-	while (stored < 10 * limit) {
-		char key[32];
-		x = x * 1103515245u + 12345u;
-		uint32_t vlen = (x >> 8) % 4000;
-		if (n % 17 == 0)
-			vlen = 7000;
-		snprintf(key, sizeof(key), "key:%zu", n++);
-		struct shard_req q = { .op = SHARD_OP_SET, .key = key,
-				       .value = fill, .vlen = vlen };
-		CU_ASSERT(run(s, q, NULL, NULL) == SHARD_STORED);
-		stored += vlen;
-		over += shard_mem_used(s) > limit || stats(s).bytes > limit;
-		if (n % 3 == 0) {
-			struct sink k = { 0 };
-			snprintf(key, sizeof(key), "key:%zu", n / 2);
-			get(s, key, &k, NULL);
-		}
-	}
-	CU_ASSERT(over == 0);
-	struct shard_stats st = stats(s);
-	CU_ASSERT(st.evictions > 0 && st.curr_items > 0);
-	/* a 256 KiB shard of ~20 size classes fragments: up to half the
-	   limit may be charged for it (shard.c, frag_measure) */
-	CU_ASSERT(st.bytes + st.hash_bytes <= limit && st.bytes > limit / 3);
-	shard_destroy(s);
-}
-
-/*
- * Fragmentation is charged: delete every other item of a full shard of
- * mixed sizes, so that most pages are half empty; the next measurement
- * charges it (above the slack of limit/32, below the cap of limit/2), the
- * charge never takes the total over the limit, and refilling with other
- * keys stores fewer item bytes than the limit. The C-library heap of
- * sanitizer builds reports no fragmentation, so there only the bound holds.
- */
-static void test_fragmentation_charged(void)
-{
-	const size_t limit = 8 << 20;
-	struct shard *s = mk(limit, 1 << 20, false);
-	static const char fill[70000] = { 0 };
-	char key[32];
-	uint32_t x = 777;
-	size_t n = 0, over = 0;
-	for (size_t stored = 0; stored < limit * 3 / 4; n++) {
-		x = x * 1103515245u + 12345u;
-		uint32_t vlen = 1 + (x >> 8) % 60000;
-		snprintf(key, sizeof(key), "a:%zu", n);
-		CU_ASSERT(set_len(s, key, fill, vlen) == SHARD_STORED);
-		stored += vlen;
-	}
-	CU_ASSERT(stats(s).evictions == 0);
-	size_t before = shard_mem_used(s) - stats(s).bytes;
-	for (size_t i = 0; i < n; i += 2) {
-		snprintf(key, sizeof(key), "a:%zu", i);
-		struct shard_req q = { .op = SHARD_OP_DELETE, .key = key };
-		CU_ASSERT(run(s, q, NULL, NULL) == SHARD_DELETED);
-	}
-	while (shard_tick(s, 64))
-		;
-	/* deletes alone do not measure; a store that allocates enough does */
-	for (size_t i = 0; i < 64; i++) {
-		snprintf(key, sizeof(key), "b:%zu", i);
-		CU_ASSERT(set_len(s, key, fill, 4000) == SHARD_STORED);
-		over += shard_mem_used(s) > limit;
-	}
-	struct shard_stats st = stats(s);
-	size_t fixed = shard_mem_used(s) - st.bytes;
-#ifndef RINGCACHE_LIBC_HEAP
-	CU_ASSERT(fixed > before + limit / 32);
-	CU_ASSERT(fixed <= st.hash_bytes + limit / 2 + (64 << 10));
-#else
-	(void)before;
-	(void)fixed;
-#endif
-	for (size_t i = 0; i < 4000; i++) {
-		x = x * 1103515245u + 12345u;
-		snprintf(key, sizeof(key), "c:%zu", i);
-		CU_ASSERT(set_len(s, key, fill, 1 + (x >> 8) % 60000) ==
-			  SHARD_STORED);
-		over += shard_mem_used(s) > limit;
-	}
-	CU_ASSERT(over == 0);
-	st = stats(s);
-	CU_ASSERT(st.evictions > 0 && st.curr_items > 0);
-	CU_ASSERT(st.bytes + (shard_mem_used(s) - st.bytes) <= limit);
-	shard_destroy(s);
-}
-
-/* The ghost starts small and grows with the items, charged all along. */
-static void test_ghost_grows(void)
-{
-	const size_t limit = 64 << 20;
-	struct shard *s = mk(limit, 1024, false);
-	size_t empty = shard_mem_used(s);
-	CU_ASSERT(empty < 16 << 10); /* not limit/512 entries of 8 bytes */
-	char key[32];
-	for (int i = 0; i < 20000; i++) {
-		snprintf(key, sizeof(key), "g:%d", i);
-		CU_ASSERT(set(s, key, "v") == SHARD_STORED);
-	}
-	struct shard_stats st = stats(s);
-	size_t ghost = shard_mem_used(s) - st.bytes - st.hash_bytes;
-	/* 1/2..1 entry per item, 8 bytes each (plus any fragmentation) */
-	CU_ASSERT(ghost >= 20000 / 2 * 8);
-	CU_ASSERT(shard_mem_used(s) <= limit);
-	shard_destroy(s);
-}
-
 /* ---- sweep, stats, footprint -------------------------------------------- */
 
 static void test_sweep(void)
@@ -853,32 +546,6 @@ static void test_stats(void)
 	shard_destroy(s);
 }
 
-/* 100k items of a 20-byte key and a 100-byte value: bytes per item. */
-static void test_footprint(void)
-{
-	struct shard *s = mk((size_t)1 << 30, 1024, false);
-	char key[32], v[101];
-	memset(v, 'v', 100);
-	v[100] = 0;
-	for (int i = 0; i < 100000; i++) {
-		snprintf(key, sizeof(key), "key:%016d", i); /* 20 bytes */
-		CU_ASSERT(set(s, key, v) == SHARD_STORED);
-	}
-	while (shard_tick(s, 64))
-		;
-	struct shard_stats st = stats(s);
-	CU_ASSERT(st.curr_items == 100000);
-	double item = (double)st.bytes / 100000;
-	double total = (double)(st.bytes + st.hash_bytes) / 100000;
-	printf("\n    footprint: %.1f B/item (blocks), %.1f B/item with table\n",
-	       item, total);
-#ifndef RINGCACHE_LIBC_HEAP
-	CU_ASSERT(item == 160.0);
-	CU_ASSERT(total <= 200.0); /* memcached: 192 B chunk + 8 B bucket */
-#endif
-	shard_destroy(s);
-}
-
 int test_shard_register(void)
 {
 	CU_pSuite s = CU_add_suite("shard", NULL, NULL);
@@ -901,16 +568,8 @@ int test_shard_register(void)
 		{ "sink refuses, bad requests", test_sink_refuses },
 		{ "flush now", test_flush_now },
 		{ "flush delayed", test_flush_delayed },
-		{ "S3-FIFO: small queue and ghost", test_evict_small_and_ghost },
-		{ "S3-FIFO: main queue", test_evict_main },
-		{ "eviction counters", test_evict_counters },
-		{ "no_evict and unfittable items", test_no_evict },
-		{ "memory bound", test_memory_bound },
-		{ "fragmentation charged", test_fragmentation_charged },
-		{ "ghost grows with the items", test_ghost_grows },
 		{ "expiry sweep", test_sweep },
 		{ "stats and reset", test_stats },
-		{ "footprint 20+100", test_footprint },
 	};
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
 		if (!CU_add_test(s, t[i].name, t[i].fn))

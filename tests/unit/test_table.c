@@ -1,11 +1,13 @@
 /*
- * test_table.c - the shard's hash table (shard/table.c): lookups across
- * incremental growth, removes during migration, heavy collisions and the
- * memory it reports.
+ * test_table.c - the shard's index (shard/table.c): lookups across
+ * incremental rebuilds, removes during migration and tombstones, heavy
+ * collisions, location moves and the memory it reports.
  *
- * Each test makes its own heap, table and items and frees all of them
- * before heap_destroy(), which in sanitizer builds (RINGCACHE_LIBC_HEAP)
- * aborts if a block was forgotten.
+ * The "items" are just numbered keys: key i lives at a made-up location
+ * (segment 1 + i / 2^20, offset i % 2^20), and the match and rehash
+ * callbacks decode i back from the location. Each test makes its own heap
+ * and table and frees them before heap_destroy(), which in sanitizer
+ * builds (RINGCACHE_LIBC_HEAP) aborts if a block was forgotten.
  */
 #include <CUnit/CUnit.h>
 #include <stdio.h>
@@ -18,65 +20,107 @@
 struct fixture {
 	heap_t *heap;
 	struct table t;
-	struct item **items;
 	uint64_t *hash;
+	bool *present;
+	bool bad;        /* hashes collide on purpose */
 	size_t n;
 };
 
-static void fx_init(struct fixture *f, size_t n)
+static uint64_t loc_of(size_t i)
+{
+	return table_loc((uint32_t)(1 + (i >> 20)), (uint32_t)(i & 0xFFFFF));
+}
+
+static size_t index_of(uint64_t loc)
+{
+	return (size_t)(table_loc_seg(loc) - 1) << 20 | table_loc_off(loc);
+}
+
+static int key_of(size_t i, char *key)
+{
+	return snprintf(key, 32, "key:%zu", i);
+}
+
+static bool match_cb(void *ctx, uint64_t loc, const char *key, uint8_t klen)
+{
+	(void)ctx;
+	char k[32];
+	int n = key_of(index_of(loc), k);
+	return n == klen && memcmp(k, key, klen) == 0;
+}
+
+static uint64_t rehash_cb(void *ctx, uint64_t loc)
+{
+	struct fixture *f = ctx;
+	return f->hash[index_of(loc)];
+}
+
+static void fx_init(struct fixture *f, size_t n, bool bad)
 {
 	f->heap = heap_create();
 	CU_ASSERT_FATAL(f->heap != NULL);
-	CU_ASSERT_FATAL(table_init(&f->t, f->heap) == 0);
-	f->items = calloc(n, sizeof(*f->items));
+	CU_ASSERT_FATAL(table_init(&f->t, f->heap, match_cb, rehash_cb, f) == 0);
 	f->hash = calloc(n, sizeof(*f->hash));
-	CU_ASSERT_FATAL(f->items && f->hash);
+	f->present = calloc(n, sizeof(*f->present));
+	CU_ASSERT_FATAL(f->hash && f->present);
 	f->n = n;
+	f->bad = bad;
+	for (size_t i = 0; i < n; i++) {
+		char key[32];
+		int klen = key_of(i, key);
+		/* bad: five values of the tag bits, three of the home bits */
+		f->hash[i] = bad ? (uint64_t)(i % 5) << 40 | (i % 3) << 28 :
+				   shard_hash(key, (size_t)klen);
+	}
 }
 
-/* Item i with key "key:<i>"; hash is shard_hash unless `bad` forces
-   collisions in the low bits. */
-static struct item *mk_item(struct fixture *f, size_t i, bool bad)
+static int add(struct fixture *f, size_t i)
+{
+	int rc = table_insert(&f->t, f->hash[i], loc_of(i));
+	if (rc == 0)
+		f->present[i] = true;
+	return rc;
+}
+
+static uint64_t *slot_of(struct fixture *f, size_t i)
 {
 	char key[32];
-	int klen = snprintf(key, sizeof(key), "key:%zu", i);
-	struct item *it = heap_zalloc(f->heap, item_size((size_t)klen, 0));
-	CU_ASSERT_FATAL(it != NULL);
-	it->klen = (uint8_t)klen;
-	memcpy(item_key(it), key, (size_t)klen);
-	f->items[i] = it;
-	f->hash[i] = bad ? (uint64_t)(i % 5) << 40 | (i % 3) * 64
-			 : shard_hash(key, (size_t)klen);
-	return it;
-}
-
-static int add(struct fixture *f, size_t i, bool bad)
-{
-	struct item *it = mk_item(f, i, bad);
-	return table_insert(&f->t, it, f->hash[i]);
+	int klen = key_of(i, key);
+	return table_find(&f->t, f->hash[i], key, (uint8_t)klen);
 }
 
 static bool found(struct fixture *f, size_t i)
 {
-	struct item *it = f->items[i];
-	return table_find(&f->t, f->hash[i], item_key(it), it->klen) == it;
+	uint64_t *s = slot_of(f, i);
+	return s && (*s & TABLE_LOC_MASK) == loc_of(i) &&
+	       table_find_loc(&f->t, f->hash[i], loc_of(i)) == s;
 }
 
 static bool absent(struct fixture *f, size_t i)
 {
-	char key[32];
-	int klen = snprintf(key, sizeof(key), "key:%zu", i);
-	return table_find(&f->t, f->hash[i], key, (uint8_t)klen) == NULL;
+	return slot_of(f, i) == NULL &&
+	       table_find_loc(&f->t, f->hash[i], loc_of(i)) == NULL;
+}
+
+static bool right(struct fixture *f, size_t i)
+{
+	return f->present[i] ? found(f, i) : absent(f, i);
+}
+
+static void del(struct fixture *f, size_t i)
+{
+	uint64_t *s = slot_of(f, i);
+	CU_ASSERT_FATAL(s != NULL);
+	table_remove(&f->t, s);
+	f->present[i] = false;
 }
 
 static void fx_deinit(struct fixture *f)
 {
-	for (size_t i = 0; i < f->n; i++)
-		heap_free(f->items[i]);
 	table_deinit(&f->t);
 	CU_ASSERT(table_bytes(&f->t) == 0);
-	free(f->items);
 	free(f->hash);
+	free(f->present);
 	heap_destroy(f->heap);
 }
 
@@ -84,11 +128,11 @@ static void fx_deinit(struct fixture *f)
 static void test_grow_every_step(void)
 {
 	struct fixture f;
-	fx_init(&f, 20000);
+	fx_init(&f, 20000, false);
 	size_t growths = 0, bad = 0;
 	for (size_t i = 0; i < f.n; i++) {
 		bool was = table_migrating(&f.t);
-		CU_ASSERT_FATAL(add(&f, i, false) == 0);
+		CU_ASSERT_FATAL(add(&f, i) == 0);
 		growths += !was && table_migrating(&f.t);
 		if (!table_migrating(&f.t) && !was)
 			continue;
@@ -105,11 +149,11 @@ static void test_grow_every_step(void)
 static void test_grow_100k(void)
 {
 	struct fixture f;
-	fx_init(&f, 100000);
+	fx_init(&f, 100000, false);
 	size_t bad = 0, growths = 0;
 	for (size_t i = 0; i < f.n; i++) {
 		bool was = table_migrating(&f.t);
-		CU_ASSERT_FATAL(add(&f, i, false) == 0);
+		CU_ASSERT_FATAL(add(&f, i) == 0);
 		growths += !was && table_migrating(&f.t);
 		bad += !found(&f, i) + !found(&f, i / 2);
 	}
@@ -119,9 +163,9 @@ static void test_grow_100k(void)
 	CU_ASSERT(growths >= 10);
 	while (table_migrate(&f.t, 1000))
 		;
-	/* 12 bytes a slot, load between 3/8 and 3/4 */
-	CU_ASSERT(table_bytes(&f.t) >= 12 * table_slots(&f.t));
-	CU_ASSERT(table_slots(&f.t) >= f.n * 4 / 3 && table_slots(&f.t) <= f.n * 8 / 3);
+	/* 8 bytes a slot, load between 8/15 and 17/20 */
+	CU_ASSERT(table_bytes(&f.t) >= 8 * table_slots(&f.t));
+	CU_ASSERT(table_slots(&f.t) >= f.n * 20 / 17 && table_slots(&f.t) <= f.n * 15 / 8 + 1);
 	fx_deinit(&f);
 }
 
@@ -129,51 +173,78 @@ static void test_grow_100k(void)
 static void test_delete_during_migration(void)
 {
 	struct fixture f;
-	fx_init(&f, 30000);
+	fx_init(&f, 30000, false);
 	size_t bad = 0, i = 0, removed_while_moving = 0;
 	for (; i < f.n; i++) {
-		CU_ASSERT_FATAL(add(&f, i, false) == 0);
+		CU_ASSERT_FATAL(add(&f, i) == 0);
 		if (!table_migrating(&f.t) || i % 3)
 			continue;
 		size_t d = i / 2; /* an older key, often in the old array */
-		if (f.items[d] && found(&f, d)) {
-			table_remove(&f.t, f.items[d], f.hash[d]);
-			heap_free(f.items[d]);
-			f.items[d] = NULL;
+		if (f.present[d] && found(&f, d)) {
+			del(&f, d);
 			removed_while_moving++;
 			bad += !absent(&f, d);
 		}
 		for (size_t j = 0; j <= i; j += 7)
-			bad += f.items[j] ? !found(&f, j) : !absent(&f, j);
+			bad += !right(&f, j);
 	}
 	for (size_t j = 0; j < f.n; j++)
-		bad += f.items[j] ? !found(&f, j) : !absent(&f, j);
+		bad += !right(&f, j);
 	CU_ASSERT(bad == 0);
 	CU_ASSERT(removed_while_moving > 100);
 	CU_ASSERT(table_count(&f.t) == f.n - removed_while_moving);
 	fx_deinit(&f);
 }
 
-/* Long probe runs, wrap-around and backward-shift deletion. */
+/* Long probe runs, wrap-around, tombstones; then re-adding the removed
+   keys reuses tombstones, and a rebuild sheds them. */
 static void test_collisions(void)
 {
 	struct fixture f;
-	fx_init(&f, 3000);
+	fx_init(&f, 3000, true);
 	size_t bad = 0;
 	for (size_t i = 0; i < f.n; i++)
-		CU_ASSERT_FATAL(add(&f, i, true) == 0);
+		CU_ASSERT_FATAL(add(&f, i) == 0);
 	for (size_t i = 0; i < f.n; i += 2) {
-		table_remove(&f.t, f.items[i], f.hash[i]);
-		heap_free(f.items[i]);
-		f.items[i] = NULL;
+		del(&f, i);
 		if (i % 64 == 0)
 			for (size_t j = 0; j < f.n; j++)
-				bad += f.items[j] ? !found(&f, j) : !absent(&f, j);
+				bad += !right(&f, j);
 	}
 	for (size_t j = 0; j < f.n; j++)
-		bad += f.items[j] ? !found(&f, j) : !absent(&f, j);
+		bad += !right(&f, j);
 	CU_ASSERT(bad == 0);
 	CU_ASSERT(table_count(&f.t) == f.n / 2);
+	for (int round = 0; round < 20; round++) {
+		for (size_t i = 0; i < f.n; i += 2)
+			CU_ASSERT_FATAL(add(&f, i) == 0);
+		for (size_t i = 0; i < f.n; i += 2)
+			del(&f, i);
+	}
+	for (size_t j = 0; j < f.n; j++)
+		bad += !right(&f, j);
+	CU_ASSERT(bad == 0);
+	/* tombstones count towards the rebuild point, so they stay bounded */
+	CU_ASSERT(table_count(&f.t) + f.t.tombs <= table_slots(&f.t) * 17 / 20);
+	fx_deinit(&f);
+}
+
+/* A moved entry is found at its new location, not the old one. */
+static void test_move(void)
+{
+	struct fixture f;
+	fx_init(&f, 500, false);
+	for (size_t i = 0; i < 250; i++)
+		CU_ASSERT_FATAL(add(&f, i) == 0);
+	/* key i now claims the location of key i + 250 (unused) */
+	for (size_t i = 0; i < 250; i += 3) {
+		uint64_t *s = slot_of(&f, i);
+		CU_ASSERT_FATAL(s != NULL);
+		table_move(s, loc_of(i + 250));
+		CU_ASSERT(table_find_loc(&f.t, f.hash[i], loc_of(i)) == NULL);
+		CU_ASSERT(table_find_loc(&f.t, f.hash[i], loc_of(i + 250)) == s);
+	}
+	CU_ASSERT(table_count(&f.t) == 250);
 	fx_deinit(&f);
 }
 
@@ -182,18 +253,18 @@ static void test_collisions(void)
 static void test_memory(void)
 {
 	struct fixture f;
-	fx_init(&f, 1000);
+	fx_init(&f, 1000, false);
 	size_t first = table_bytes(&f.t);
-	CU_ASSERT(first >= 12 * TABLE_MIN_SLOTS);
+	CU_ASSERT(first >= 8 * TABLE_MIN_SLOTS);
 	CU_ASSERT(table_grow_bytes(&f.t) == 0);
 	size_t i = 0;
 	while (table_grow_bytes(&f.t) == 0) {
-		CU_ASSERT_FATAL(add(&f, i, false) == 0);
+		CU_ASSERT_FATAL(add(&f, i) == 0);
 		i++;
 	}
 	size_t grow = table_grow_bytes(&f.t);
-	CU_ASSERT(grow == 12 * 2 * TABLE_MIN_SLOTS);
-	CU_ASSERT_FATAL(add(&f, i, false) == 0);
+	CU_ASSERT(grow == 8 * ((i + 1) * 15 / 8 + 1));
+	CU_ASSERT_FATAL(add(&f, i) == 0);
 	i++;
 	CU_ASSERT(table_migrating(&f.t));
 	CU_ASSERT(table_bytes(&f.t) >= first + grow);
@@ -219,7 +290,8 @@ int test_table_register(void)
 	    !CU_add_test(s, "100k keys, several growths", test_grow_100k) ||
 	    !CU_add_test(s, "deletes during migration",
 			 test_delete_during_migration) ||
-	    !CU_add_test(s, "collisions and backward shift", test_collisions) ||
+	    !CU_add_test(s, "collisions and tombstones", test_collisions) ||
+	    !CU_add_test(s, "moves keep the key", test_move) ||
 	    !CU_add_test(s, "memory reporting", test_memory))
 		return -1;
 	return 0;
