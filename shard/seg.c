@@ -43,7 +43,7 @@ void seg_deinit(struct segstore *st)
 uint32_t seg_size_for(size_t mem_limit)
 {
 	uint32_t s = SEG_SIZE_MIN;
-	while (s < SEG_SIZE_MAX && (size_t)s * 2 * 64 <= mem_limit)
+	while (s < SEG_SIZE_MAX && (size_t)s * 2 * 128 <= mem_limit)
 		s *= 2;
 	return s;
 }

@@ -15,8 +15,8 @@
  *   queue (small or main):  head (oldest, retired first) ... tail | open
  *     sealed segments, FIFO order                                 appends go here
  *
- * Every segment has an id (1..2^24-1; 0 is never used) that the index
- * stores with an item's offset, so a location is 44 bits (table.h). A
+ * Every segment has an id (1..2^20-1; 0 is never used) that the index
+ * stores with an item's offset, so a location is 40 bits (table.h). A
  * regular segment is `seg_size` bytes of heap (a power of two, 1 KiB ..
  * 1 MiB, chosen by the shard from its limit); an item larger than `large`
  * bytes gets a dedicated segment sized for it alone, which is queued like
@@ -46,7 +46,7 @@
 
 enum seg_queue { SEG_SMALL, SEG_MAIN, SEG_NQ, SEG_NONE = SEG_NQ };
 
-#define SEG_ID_MAX    ((1u << 24) - 1)
+#define SEG_ID_MAX    ((1u << 20) - 1)
 #define SEG_OFF_MAX   ((1u << 20) - 1)
 #define SEG_SIZE_MIN  (1u << 10)
 #define SEG_SIZE_MAX  (1u << 20)
@@ -98,8 +98,9 @@ void seg_init(struct segstore *st, heap_t *heap, uint32_t seg_size,
 /* Frees every segment and the id arrays. */
 void seg_deinit(struct segstore *st);
 
-/* The segment size the shard uses for a limit: about 64 segments per
-   shard, a power of two in [SEG_SIZE_MIN, SEG_SIZE_MAX]. */
+/* The segment size the shard uses for a limit: 128 to 256 segments per
+   shard (so the open segments and the spare cost 1-2% of it), a power of
+   two in [SEG_SIZE_MIN, SEG_SIZE_MAX]. */
 uint32_t seg_size_for(size_t mem_limit);
 
 /* Heap bytes a new segment would take: regular (data_len 0) or dedicated

@@ -468,6 +468,13 @@ static char *alloc_item(struct shard *s, enum seg_queue q, size_t n,
 	} else if (!(p = seg_bump(&s->seg, s->seg.q[q].open, n, off))) {
 		if (!(g = new_regular(s)))
 			return NULL;
+		/* making room may have copied items into a new open segment
+		   of q: fill that one before opening another */
+		if ((p = seg_bump(&s->seg, s->seg.q[q].open, n, off))) {
+			seg_give(&s->seg, g);
+			*gp = s->seg.q[q].open;
+			return p;
+		}
 		seg_set_open(&s->seg, q, g);
 	} else {
 		*gp = s->seg.q[q].open;
@@ -525,6 +532,9 @@ static int place(struct shard *s, enum seg_queue q, uint64_t hash,
 	s->pinned = old ? old->g->id : 0;
 	char *p = alloc_item(s, q, n, &g, &off);
 	s->pinned = 0;
+	if (old) /* evictions shifted index slots; old itself stayed put */
+		old->slot = table_find_loc(&s->table, hash,
+					   table_loc(old->g->id, old->off));
 	if (!p) {
 		if (old)
 			seg_maybe_free(s, old->g);
@@ -1019,14 +1029,18 @@ static bool sweep(struct shard *s, size_t slots)
 		s->sweep_started = s->now;
 	}
 	while (slots-- && s->sweep_cursor < table_slots(&s->table)) {
-		uint64_t *slot = table_at(&s->table, s->sweep_cursor++);
-		if (!table_is_entry(*slot))
-			continue;
+		uint64_t *slot = table_at(&s->table, s->sweep_cursor);
 		struct found f;
-		found_at(s, slot, &f);
-		enum item_state st = state_of(s, &f.h);
-		if (st == ITEM_LIVE)
+		enum item_state st = ITEM_LIVE;
+		if (table_is_entry(*slot)) {
+			found_at(s, slot, &f);
+			st = state_of(s, &f.h);
+		}
+		if (st == ITEM_LIVE) {
+			s->sweep_cursor++;
 			continue;
+		}
+		/* the remove shifts a later entry into this slot: look again */
 		count_dead(s, &f.h, st);
 		drop(s, &f);
 	}
@@ -1104,7 +1118,7 @@ struct shard *shard_create(const struct shard_config *cfg)
 	s->compact_checked = INT64_MIN;
 	uint32_t size = seg_size_for(cfg->mem_limit);
 	seg_init(&s->seg, h, size, size / 8);
-	if (table_init(&s->table, h, match_at, hash_at, s) < 0)
+	if (table_init(&s->table, h, match_at, s) < 0)
 		goto fail_shard;
 	if (ghost_init(&s->ghost, h, cfg->mem_limit) < 0)
 		goto fail_table;

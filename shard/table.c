@@ -1,34 +1,35 @@
 /*
- * table.c - the shard's index: open addressing over 64-bit slots with
- * tombstones and incremental rebuilds; see table.h for the layout and the
- * reasons.
+ * table.c - the shard's index: linear probing over 64-bit slots whose tag
+ * gives the home slot, backward-shift removes, incremental rebuilds; see
+ * table.h for the layout and the reasons.
  *
  * Invariants:
  *  - a key is in at most one slot of cur and old together;
  *  - every entry of cur is reachable from its home slot without crossing
- *    an empty slot (a remove leaves a tombstone unless the run ends right
- *    after it), and the same holds in old;
- *  - count = entries in cur + entries in old; tombs = tombstones in cur;
- *  - while migrating, old's slots below `cursor` are empty or tombstones.
+ *    an empty slot (a remove shifts later entries of the run back), and cur
+ *    holds no tombstone; old may hold tombstones, never moves an entry,
+ *    and every entry of old is reachable from its home in old;
+ *  - count = entries in cur + entries in old;
+ *  - while migrating, old's slots below `cursor` hold no entry.
  */
 #include "shard/table.h"
 
 #include <errno.h>
 #include <string.h>
 
-/* A rebuild starts when entries + tombstones pass LOAD_NUM/LOAD_DEN (0.85). */
+/* A rebuild starts when the entries pass LOAD_NUM/LOAD_DEN (0.85). */
 #define LOAD_NUM 17u
 #define LOAD_DEN 20u
+#define TAG_BITS 24u
 
-static inline size_t home(uint64_t hash, size_t n)
+static inline uint64_t tag_of(uint64_t e) { return e >> TABLE_LOC_BITS; }
+
+static inline size_t home(uint64_t tag, size_t n)
 {
-	return (size_t)(((hash & 0xFFFFFFFFu) * (uint64_t)n) >> 32);
+	return (size_t)((tag * (uint64_t)n) >> TAG_BITS);
 }
 
-static inline uint64_t tag_of(uint64_t hash)
-{
-	return table_entry(hash, 0);
-}
+static inline size_t next(size_t i, size_t n) { return i + 1 == n ? 0 : i + 1; }
 
 static int array_alloc(struct table *t, struct table_array *a, size_t n)
 {
@@ -51,10 +52,9 @@ static void array_free(struct table *t, struct table_array *a)
 }
 
 int table_init(struct table *t, heap_t *heap, table_match_fn match,
-	       table_hash_fn rehash, void *ctx)
+	       void *ctx)
 {
-	*t = (struct table){ .heap = heap, .match = match, .rehash = rehash,
-			     .ctx = ctx };
+	*t = (struct table){ .heap = heap, .match = match, .ctx = ctx };
 	return array_alloc(t, &t->cur, TABLE_MIN_SLOTS);
 }
 
@@ -67,7 +67,7 @@ void table_deinit(struct table *t)
 void table_clear(struct table *t)
 {
 	array_free(t, &t->old);
-	t->count = t->tombs = t->cursor = 0;
+	t->count = t->cursor = 0;
 	if (t->cur.n > TABLE_MIN_SLOTS) {
 		struct table_array a;
 		if (array_alloc(t, &a, TABLE_MIN_SLOTS) == 0) {
@@ -81,105 +81,92 @@ void table_clear(struct table *t)
 
 /* The slot of key in array a, or NULL. */
 static uint64_t *find_in(struct table *t, struct table_array *a,
-			 uint64_t hash, const char *key, uint8_t klen)
+			 uint64_t tag, const char *key, uint8_t klen)
 {
-	uint64_t tag = tag_of(hash);
-	size_t i = home(hash, a->n);
-	for (;;) {
+	for (size_t i = home(tag, a->n);; i = next(i, a->n)) {
 		uint64_t e = a->slot[i];
 		if (e == TABLE_EMPTY)
 			return NULL;
-		if ((e & ~TABLE_LOC_MASK) == tag && e != TABLE_TOMB &&
+		if (tag_of(e) == tag && e != TABLE_TOMB &&
 		    t->match(t->ctx, e & TABLE_LOC_MASK, key, klen))
 			return &a->slot[i];
-		if (++i == a->n)
-			i = 0;
 	}
 }
 
 uint64_t *table_find(struct table *t, uint64_t hash, const char *key,
 		     uint8_t klen)
 {
-	uint64_t *s = find_in(t, &t->cur, hash, key, klen);
+	uint64_t tag = tag_of(table_entry(hash, 0));
+	uint64_t *s = find_in(t, &t->cur, tag, key, klen);
 	if (!s && t->old.slot)
-		s = find_in(t, &t->old, hash, key, klen);
+		s = find_in(t, &t->old, tag, key, klen);
 	return s;
 }
 
-static uint64_t *find_loc_in(struct table_array *a, uint64_t hash,
-			     uint64_t want)
+static uint64_t *find_loc_in(struct table_array *a, uint64_t want)
 {
-	size_t i = home(hash, a->n);
-	for (;;) {
+	for (size_t i = home(tag_of(want), a->n);; i = next(i, a->n)) {
 		uint64_t e = a->slot[i];
 		if (e == TABLE_EMPTY)
 			return NULL;
 		if (e == want)
 			return &a->slot[i];
-		if (++i == a->n)
-			i = 0;
 	}
 }
 
 uint64_t *table_find_loc(struct table *t, uint64_t hash, uint64_t loc)
 {
 	uint64_t want = table_entry(hash, loc);
-	uint64_t *s = find_loc_in(&t->cur, hash, want);
+	uint64_t *s = find_loc_in(&t->cur, want);
 	if (!s && t->old.slot)
-		s = find_loc_in(&t->old, hash, want);
+		s = find_loc_in(&t->old, want);
 	return s;
 }
 
-/* Puts an entry into cur (which has room): the first empty slot or
-   tombstone of its probe run. */
-static void put(struct table *t, uint64_t hash, uint64_t entry)
+/* Puts an entry into cur (which has room): the first empty slot of its
+   probe run. */
+static void put(struct table *t, uint64_t e)
 {
-	size_t i = home(hash, t->cur.n);
-	while (table_is_entry(t->cur.slot[i]))
-		if (++i == t->cur.n)
-			i = 0;
-	if (t->cur.slot[i] == TABLE_TOMB)
-		t->tombs--;
-	t->cur.slot[i] = entry;
+	size_t i = home(tag_of(e), t->cur.n);
+	while (t->cur.slot[i] != TABLE_EMPTY)
+		i = next(i, t->cur.n);
+	t->cur.slot[i] = e;
 }
 
-/* Empties a slot of array a, leaving a tombstone only where a later
-   entry of the run may need it. Returns whether a tombstone was left. */
-static bool clear_slot(struct table_array *a, uint64_t *slot)
+/* Whether slot i lies cyclically in (a, b]. */
+static inline bool between(size_t a, size_t i, size_t b)
 {
-	size_t i = (size_t)(slot - a->slot);
-	size_t next = i + 1 == a->n ? 0 : i + 1;
-	if (a->slot[next] != TABLE_EMPTY) {
-		*slot = TABLE_TOMB;
-		return true;
-	}
-	*slot = TABLE_EMPTY;
-	return false;
+	return a <= b ? (a < i && i <= b) : (a < i || i <= b);
 }
 
-/* Empties the tombstones just before an emptied slot i of cur. */
-static void shed_tombs(struct table *t, size_t i)
+/*
+ * Empties slot i of cur and shifts back the later entries of its run that
+ * may move (those whose home is not in (i, j]), so every entry stays
+ * reachable from its home (Knuth's Algorithm R).
+ */
+static void shift_remove(struct table_array *a, size_t i)
 {
+	size_t j = i;
 	for (;;) {
-		i = i == 0 ? t->cur.n - 1 : i - 1;
-		if (t->cur.slot[i] != TABLE_TOMB)
-			return;
-		t->cur.slot[i] = TABLE_EMPTY;
-		t->tombs--;
+		j = next(j, a->n);
+		uint64_t e = a->slot[j];
+		if (e == TABLE_EMPTY)
+			break;
+		if (between(i, home(tag_of(e), a->n), j))
+			continue; /* its home is past the hole: it stays */
+		a->slot[i] = e;
+		i = j;
 	}
+	a->slot[i] = TABLE_EMPTY;
 }
 
 void table_remove(struct table *t, uint64_t *slot)
 {
 	t->count--;
-	if (slot >= t->cur.slot && slot < t->cur.slot + t->cur.n) {
-		if (clear_slot(&t->cur, slot))
-			t->tombs++;
-		else
-			shed_tombs(t, (size_t)(slot - t->cur.slot));
-	} else {
+	if (slot >= t->cur.slot && slot < t->cur.slot + t->cur.n)
+		shift_remove(&t->cur, (size_t)(slot - t->cur.slot));
+	else
 		*slot = TABLE_TOMB; /* old's tombstones go with the array */
-	}
 }
 
 bool table_migrate(struct table *t, size_t slots)
@@ -191,8 +178,7 @@ bool table_migrate(struct table *t, size_t slots)
 		if (!table_is_entry(e))
 			continue; /* empty slots stay empty: probes end there */
 		t->old.slot[t->cursor - 1] = TABLE_TOMB;
-		uint64_t loc = e & TABLE_LOC_MASK;
-		put(t, t->rehash(t->ctx, loc), e);
+		put(t, e);
 	}
 	if (t->cursor < t->old.n)
 		return true;
@@ -201,15 +187,17 @@ bool table_migrate(struct table *t, size_t slots)
 	return false;
 }
 
+/* Slots for a new array: a load of 7/10 (a migration moves entries
+   without touching items, so growing by 1.2x at a time is cheap). */
 static size_t rebuild_slots(size_t count)
 {
-	size_t n = count * 15 / 8 + 1;
+	size_t n = count * 10 / 7 + 1;
 	return n < TABLE_MIN_SLOTS ? TABLE_MIN_SLOTS : n;
 }
 
 size_t table_grow_bytes(const struct table *t)
 {
-	if ((t->count + t->tombs + 1) * LOAD_DEN <= t->cur.n * LOAD_NUM)
+	if ((t->count + 1) * LOAD_DEN <= t->cur.n * LOAD_NUM)
 		return 0;
 	return rebuild_slots(t->count + 1) * sizeof(uint64_t);
 }
@@ -225,16 +213,14 @@ static int rebuild(struct table *t)
 	t->old = t->cur;
 	t->cur = a;
 	t->cursor = 0;
-	t->tombs = 0;
 	return 0;
 }
 
 int table_insert(struct table *t, uint64_t hash, uint64_t loc)
 {
-	if ((t->count + t->tombs + 1) * LOAD_DEN > t->cur.n * LOAD_NUM &&
-	    rebuild(t) < 0)
+	if ((t->count + 1) * LOAD_DEN > t->cur.n * LOAD_NUM && rebuild(t) < 0)
 		return -ENOMEM;
-	put(t, hash, table_entry(hash, loc));
+	put(t, table_entry(hash, loc));
 	t->count++;
 	table_migrate(t, TABLE_MIGRATE_STEP);
 	return 0;

@@ -3,35 +3,37 @@
  *
  * One 64-bit word per slot:
  *
- *   63          44 43                 20 19            0
- *   +-------------+---------------------+---------------+
- *   | tag (20)    | segment id (24)     | offset (20)   |
- *   +-------------+---------------------+---------------+
+ *   63               40 39             20 19            0
+ *   +------------------+-----------------+---------------+
+ *   | tag (24)         | segment id (20) | offset (20)   |
+ *   +------------------+-----------------+---------------+
  *
- * The tag is bits 32..51 of the key's 64-bit hash (the top bits route the
- * key to its shard, the low 32 bits pick the slot), so a probe touches an
- * item only when 20 more bits of its hash match. 0 is an empty slot and 1
- * a tombstone (segment ids start at 1, so no entry is either).
+ * The tag is bits 8..31 of the key's 64-bit hash (the high 32 bits route
+ * the key to its shard, shard.h), and it also places the entry: the home
+ * slot of a table of n slots is (tag * n) >> 24. So a probe touches an
+ * item only when 24 bits of its hash match, and an entry's home is known
+ * from the entry alone, which lets a remove shift the rest of its probe
+ * run back (no tombstones) and a rebuild move entries without rehashing
+ * their keys. Up to 2^24 slots every slot can be a home; beyond that
+ * (over ~9M items in one shard) homes are 2^-24 of the table apart and a
+ * probe compares a few more keys. 0 is an empty slot (segment ids start at
+ * 1, so no entry is 0).
  *
- * Open addressing with linear probing over a table of any size: the home
- * slot is (low 32 hash bits * slots) >> 32. A remove leaves a tombstone
- * (unless the next slot is empty, then it and the tombstones before it
- * become empty): moving entries back would need their hashes, which the
- * slots do not keep. When live entries plus tombstones pass 4/5 of the
- * slots (17/20), a new array sized for the live entries at a load of 8/15 takes
- * over (so the table grows by 1.5x, or shrinks, or just sheds its
- * tombstones), and the old one is emptied incrementally: every insert
- * moves TABLE_MIGRATE_STEP old slots and table_migrate() moves more for
- * the owner's idle ticks. Moving an entry needs its hash: the table asks
- * the shard to hash the key at that location (`rehash`). Lookups look in
- * the current array, then in the old one. That is 8/0.53..8/0.85 = 9.4..15
- * bytes of index per item.
+ * Open addressing with linear probing over a table of any size. When the
+ * entries pass 17/20 of the slots, a new array sized for them at a load of
+ * 7/10 takes over (so the table grows by 1.2x) and the old one is emptied
+ * incrementally: every insert moves TABLE_MIGRATE_STEP old slots and
+ * table_migrate() moves more for the owner's idle ticks; a remove from the
+ * old array leaves a tombstone (1) there, so the cursor's walk stays
+ * simple. Lookups look in the current array, then in the old one. That is
+ * 8/0.7..8/0.85 = 9.4..11.4 bytes of index per item.
  *
  * Ownership: the table owns its arrays (from the heap given to
  * table_init), never the items. A struct table lives in the caller's
  * memory (init/deinit). A slot pointer returned by a lookup is valid until
- * the next insert, remove, migrate or clear. Only the owning shard's
- * thread calls it. Errors are negative errno values.
+ * the next insert, remove, migrate or clear (a remove shifts entries).
+ * Only the owning shard's thread calls it. Errors are negative errno
+ * values.
  */
 #ifndef RINGCACHE_SHARD_TABLE_H
 #define RINGCACHE_SHARD_TABLE_H
@@ -46,14 +48,13 @@
 #define TABLE_MIGRATE_STEP 16u /* old slots moved per insert */
 #define TABLE_EMPTY        0u
 #define TABLE_TOMB         1u
-#define TABLE_LOC_BITS     44u
+#define TABLE_LOC_BITS     40u
 #define TABLE_LOC_MASK     ((UINT64_C(1) << TABLE_LOC_BITS) - 1)
+#define TABLE_SEG_MAX      ((1u << 20) - 1)
 
 /* Whether the item at loc has this key. */
 typedef bool (*table_match_fn)(void *ctx, uint64_t loc, const char *key,
 			       uint8_t klen);
-/* The 64-bit hash of the key of the item at loc. */
-typedef uint64_t (*table_hash_fn)(void *ctx, uint64_t loc);
 
 struct table_array {
 	uint64_t *slot;  /* heap block of n entries */
@@ -62,14 +63,12 @@ struct table_array {
 
 struct table {
 	heap_t *heap;             /* the shard's heap: arrays come from it */
-	void *ctx;                /* for match and rehash */
+	void *ctx;                /* for match */
 	table_match_fn match;
-	table_hash_fn rehash;
 	struct table_array cur;   /* where inserts go */
 	struct table_array old;   /* slot == NULL unless migrating */
 	size_t cursor;            /* next old slot to move */
 	size_t count;             /* live entries in both arrays */
-	size_t tombs;             /* tombstones in cur */
 	size_t bytes;             /* heap_usable() of both arrays */
 };
 
@@ -81,13 +80,13 @@ static inline uint32_t table_loc_seg(uint64_t loc) { return (uint32_t)(loc >> 20
 static inline uint32_t table_loc_off(uint64_t loc) { return (uint32_t)(loc & 0xFFFFF); }
 static inline uint64_t table_entry(uint64_t hash, uint64_t loc)
 {
-	return ((hash >> 32) & 0xFFFFF) << TABLE_LOC_BITS | loc;
+	return ((hash >> 8) & 0xFFFFFF) << TABLE_LOC_BITS | loc;
 }
 static inline bool table_is_entry(uint64_t e) { return e > TABLE_TOMB; }
 
 /* Allocates the first array. Returns 0 or -ENOMEM. */
 int table_init(struct table *t, heap_t *heap, table_match_fn match,
-	       table_hash_fn rehash, void *ctx);
+	       void *ctx);
 /* Frees the arrays. */
 void table_deinit(struct table *t);
 /* Forgets every entry and goes back to the first size. */
@@ -124,8 +123,8 @@ size_t table_grow_bytes(const struct table *t);
 static inline size_t table_bytes(const struct table *t) { return t->bytes; }
 static inline size_t table_count(const struct table *t) { return t->count; }
 
-/* The current array's slots, for a sweep (entries may be empty or
-   tombstones: check table_is_entry). */
+/* The current array's slots, for a sweep (slots may be empty: check
+   table_is_entry; a remove shifts a later entry into the removed slot). */
 static inline size_t table_slots(const struct table *t) { return t->cur.n; }
 static inline uint64_t *table_at(struct table *t, size_t i)
 {

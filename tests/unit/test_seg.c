@@ -245,7 +245,7 @@ static void test_large_values(void)
 {
 	const size_t limit = 4 << 20;
 	struct shard *s = mk(limit, 1 << 20, false);
-	CU_ASSERT(shard_seg_size(s) == 64 << 10); /* items over 8 KiB apart */
+	CU_ASSERT(shard_seg_size(s) == 32 << 10); /* items over 4 KiB apart */
 	static const uint32_t sizes[] = { 1, 8000, 9000, 40000, 200000,
 					  1 << 20 };
 	for (unsigned i = 0; i < 6; i++)
@@ -276,7 +276,7 @@ static void test_large_values(void)
    without a read or the sweep finding the items one by one. */
 static void test_segment_expiry(void)
 {
-	struct shard *s = mk(512 << 10, 1024, false);
+	struct shard *s = mk(1 << 20, 1024, false);
 	CU_ASSERT(shard_seg_size(s) == 8 << 10);
 	for (unsigned i = 0; i < 300; i++)
 		put(s, SHARD_OP_SET, kname("e%03u", i), i, 0, V100, 5);
@@ -502,7 +502,7 @@ static void test_random_model(void)
 {
 	random_run(32 << 10, 300, 20000, 1);     /* 1 KiB segments */
 	random_run(256 << 10, 6000, 20000, 2);   /* many dedicated */
-	random_run(1 << 20, 2000, 20000, 3);     /* 8 KiB segments */
+	random_run(384 << 10, 2000, 20000, 3);   /* 2 KiB segments */
 }
 
 int test_seg_register(void)
