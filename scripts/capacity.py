@@ -62,7 +62,9 @@ KEY_LEN = len(key_of(0))
 ITEM_OVERHEAD = 50          # bytes per item assumed by the capacity estimate
 PREFILL_BATCH = 1000        # sets per send during the prefill
 PREFILL_SYNC = 50           # sends between two round trips during the prefill
-HIT = re.compile(rb"^VALUE (\S+) ", re.M)
+# Values are runs of "v" and keys are "mr:" + hex, so "VALUE " only starts
+# a reply line (an unanchored search is ~9x faster than a multi-line one).
+HIT = re.compile(rb"VALUE (\S+) ")
 
 FULL = {"threads": "1,2,4,8", "mem": "16,64,256", "values": "100,100-1000"}
 QUICK = {"threads": "2,4", "mem": "16,64", "values": "100,100-1000"}
@@ -278,9 +280,9 @@ def print_table(rows):
     print()
     print("capacity: rc = ringcached, mc = memcached; items = curr_items, bytes = "
           "`bytes` stat, at the end; miss = measured part; RSS = VmRSS at the end")
-    hdr1 = "%-2s %4s %-8s | %-31s | %-23s | %-28s | %-28s" % (
+    hdr1 = "%2s %4s %-8s | %-29s | %-21s | %-27s | %-25s" % (
         "-t", "-m", "values", "items held", "bytes held MiB", "miss ratio", "RSS MiB")
-    hdr2 = "%-2s %4s %-8s | %8s %8s %6s %6s | %6s %6s %9s | %6s %6s %6s %8s | %6s %6s %6s %8s" % (
+    hdr2 = "%2s %4s %-8s | %8s %8s %6s %4s | %6s %6s %7s | %6s %6s %6s %6s | %6s %6s %6s %4s" % (
         "", "", "", "rc", "mc", "rc/mc", "", "rc", "mc", "rc/mc",
         "rc", "mc", "rc/mc", "", "rc", "mc", "rc/mc", "")
     print(hdr1)
@@ -293,7 +295,7 @@ def print_table(rows):
 
     for threads, mem, lo, hi, res in rows:
         cells = [col(res, "ringcached", "items", "%8d"), col(res, "memcached", "items", "%8d")]
-        line = "%-2d %4d %-8s | %8s %8s " % ((threads, mem, vlabel(lo, hi)) + tuple(cells))
+        line = "%2d %4d %-8s | %8s %8s " % ((threads, mem, vlabel(lo, hi)) + tuple(cells))
         if len(res) == 2:
             rc, mc = res["ringcached"], res["memcached"]
             target = TARGET_ITEMS_FIXED if lo == hi == 100 else TARGET_ITEMS
@@ -303,14 +305,14 @@ def print_table(rows):
                    "rss": rc["rss"] <= TARGET_RSS * mc["rss"]}
             for k, ok in oks.items():
                 tally[k][0 if ok else 1] += 1
-            line += "%6.2f %6s | %6.1f %6.1f %9.2f | %6.4f %6.4f %6.3f %8s | %6.1f %6.1f %6.2f %8s" % (
+            line += "%6.2f %4s | %6.1f %6.1f %7.2f | %6.4f %6.4f %6.3f %6s | %6.1f %6.1f %6.2f %4s" % (
                 ir, mark(oks["items"]), rc["bytes"] / MIB, mc["bytes"] / MIB, br,
                 rc["miss"], mc["miss"], mr, mark(oks["miss"]),
                 rc["rss"] / 1024.0, mc["rss"] / 1024.0, rr, mark(oks["rss"]))
         else:
             kind = next(iter(res))
             r = res[kind]
-            line += "%6s %6s | %6s %6s %9s | %6s %6s %6s %8s | %6s %6s %6s %8s" % (
+            line += "%6s %4s | %6s %6s %7s | %6s %6s %6s %6s | %6s %6s %6s %4s" % (
                 "", "", col(res, "ringcached", "bytes", "%6.1f", MIB),
                 col(res, "memcached", "bytes", "%6.1f", MIB), "",
                 col(res, "ringcached", "miss", "%6.4f"), col(res, "memcached", "miss", "%6.4f"),
