@@ -1,0 +1,146 @@
+/*
+ * core.h - the inside of a shard, shared by the files that implement it:
+ * shard.c (the commands, time, flush, lifecycle, stats), evict.c (making
+ * room: retiring, copying forward and compacting segments, whole-segment
+ * expiry) and check.c (the integrity checker). Nothing outside shard/
+ * includes it; shard.h is the interface.
+ *
+ * struct shard is owned by the thread that created it (shard.h). A
+ * struct found names an item through the index; its pointers are valid
+ * only inside the shard call that made it, until the next call that may
+ * allocate, retire or remove (see place() in shard.c for how a store keeps
+ * an old item in place while it allocates). Cross-file functions are
+ * named shard__*.
+ */
+#ifndef RINGCACHE_SHARD_CORE_H
+#define RINGCACHE_SHARD_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shard/ghost.h"
+#include "shard/heap.h"
+#include "shard/item.h"
+#include "shard/seg.h"
+#include "shard/shard.h"
+#include "shard/table.h"
+
+struct shard {
+	struct shard_config cfg;
+	heap_t *heap;
+	struct table table;
+	struct segstore seg;
+	struct ghost ghost;
+	int64_t now;
+	uint64_t seq;          /* the last store sequence number handed out */
+	uint64_t flush_seq;    /* items with seq <= this were flushed */
+	int64_t flush_at;      /* a delayed flush's moment, 0 if none */
+	uint32_t pinned;       /* a segment id retirement must skip, or 0 */
+	size_t frag_bytes;     /* heap pages' bytes in no live block (charged) */
+	size_t frag_due;       /* bytes allocated since frag_bytes was measured */
+	size_t sweep_cursor;
+	bool sweep_active;
+	int64_t sweep_started; /* clock of the last sweep pass's start */
+	uint32_t expire_cursor;/* next segment id the expiry scan looks at */
+	int64_t compact_checked; /* clock of the last fruitless compaction search */
+	struct shard_stats st; /* counters; the gauges are filled on read */
+};
+
+enum item_state { ITEM_LIVE, ITEM_EXPIRED, ITEM_FLUSHED };
+
+/* An item found through the index, valid only inside the current call. */
+struct found {
+	uint64_t *slot;
+	struct seg *g;
+	uint32_t off;
+	char *p;
+	struct item_hdr h;
+	size_t size;
+};
+
+static inline uint64_t cas_of(const struct shard *s, uint64_t seq)
+{
+	return seq * s->cfg.count + s->cfg.id + 1;
+}
+
+static inline char *item_at(const struct shard *s, uint64_t loc)
+{
+	struct seg *g = seg_by_id(&s->seg, table_loc_seg(loc));
+	return g->data + table_loc_off(loc);
+}
+
+static inline void found_at(struct shard *s, uint64_t *slot, struct found *f)
+{
+	uint64_t loc = *slot & TABLE_LOC_MASK;
+	f->slot = slot;
+	f->g = seg_by_id(&s->seg, table_loc_seg(loc));
+	f->off = table_loc_off(loc);
+	f->p = f->g->data + f->off;
+	item_decode(f->p, &f->h);
+	f->size = f->h.hlen + f->h.klen + f->h.vlen;
+}
+
+static inline const char *found_key(const struct found *f)
+{
+	return f->p + f->h.hlen;
+}
+
+static inline char *found_value(const struct found *f)
+{
+	return f->p + f->h.hlen + f->h.klen;
+}
+
+static inline size_t fixed_bytes(const struct shard *s)
+{
+	return table_bytes(&s->table) + s->ghost.bytes + s->seg.ids_bytes +
+	       s->frag_bytes;
+}
+
+static inline enum item_state state_of(const struct shard *s,
+				const struct item_hdr *h)
+{
+	if (h->seq <= s->flush_seq)
+		return ITEM_FLUSHED;
+	if (h->exptime && (int64_t)h->exptime <= s->now)
+		return ITEM_EXPIRED;
+	return ITEM_LIVE;
+}
+
+/* Counts an item that leaves because it expired (memcached's reclaimed). */
+static inline void count_dead(struct shard *s, const struct item_hdr *h,
+		       enum item_state st)
+{
+	if (st != ITEM_EXPIRED)
+		return;
+	s->st.reclaimed++;
+	if (!(h->bits & ITEM_FETCHED))
+		s->st.expired_unfetched++;
+}
+
+/* ---- shard.c ------------------------------------------------------------ */
+
+/* Takes a found item out of the index; its bytes become dead. */
+void shard__drop(struct shard *s, struct found *f);
+/* Frees a queued segment that holds nothing live any more. */
+void shard__seg_maybe_free(struct shard *s, struct seg *g);
+/* Measures the heap's fragmentation and charges it (shard.c). */
+void shard__frag_measure(struct shard *s);
+
+/* ---- evict.c ------------------------------------------------------------ */
+
+/* Space for an n-byte item in queue q, evicting to make room: *gp and
+   *off say where. NULL when there is no room. */
+char *shard__alloc_item(struct shard *s, enum seg_queue q, size_t n,
+			struct seg **gp, uint32_t *off);
+/* Room under the limit for the index's next rebuild, never retiring g. */
+bool shard__index_room(struct shard *s, struct seg *g);
+/* Evicts until the shard is under its limit. */
+void shard__make_room(struct shard *s);
+/* Frees sealed segments whose items have all expired: a few segment ids
+   looked at per budget unit of shard_tick(). */
+void shard__expire_segments(struct shard *s, unsigned budget);
+/* Compacts the segment with the most dead bytes, when they are too many. */
+void shard__compact(struct shard *s);
+
+#endif
