@@ -65,7 +65,7 @@ bool ghost_take(struct ghost *g, uint64_t hash, size_t window)
 int ghost_init(struct ghost *g, heap_t *heap, size_t mem_limit)
 {
 	size_t cap = GHOST_MIN;
-	while (cap < mem_limit / 512 && cap < GHOST_MAX)
+	while (cap < mem_limit / 1024 && cap < GHOST_MAX)
 		cap *= 2;
 	*g = (struct ghost){ .heap = heap, .cap = cap };
 	g->slot = heap_zalloc(heap, GHOST_MIN * sizeof(uint64_t));

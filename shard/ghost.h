@@ -15,8 +15,10 @@
  * entries and it has had as many additions as entries (a shard that does
  * not evict keeps the smallest ghost: 2 KiB instead of 4 bytes an item),
  * so it holds 1/2..1 entry per cached item, up to a cap set at
- * init from the shard's limit: one entry per 512 bytes of it (256..4M
- * entries), i.e. 1.6% of the limit. Its memory is charged against the
+ * init from the shard's limit: one entry per 1 KiB of it (256..4M
+ * entries), i.e. 0.8% of the limit (measured: at 1 entry per 512 B, a
+ * -m 16 shard of 100 B values held 3% fewer items, miss ratio 0.1419 vs
+ * 0.1413 with the smaller cap). Its memory is charged against the
  * limit.
  *
  * Ownership: the array comes from the shard's heap; struct ghost lives in
