@@ -11,6 +11,7 @@
  */
 #include "net/arena.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -47,9 +48,9 @@ void arena_reset(struct arena *a)
 	arena_deinit(a);
 }
 
-/* Makes room for n bytes in a new chunk; false when over the limit or the
-   budget. */
-static int grow(struct arena *a, size_t n)
+/* Makes room for n bytes in a new chunk; false when over the limit or (not
+   `granted`) the budget. */
+static int grow_chunk(struct arena *a, size_t n, bool granted)
 {
 	const size_t hdr = sizeof(struct arena_chunk);
 	size_t total = a->chunk_size;
@@ -60,8 +61,8 @@ static int grow(struct arena *a, size_t n)
 	}
 	if (a->held > a->limit || total > a->limit - a->held)
 		return 0;
-	struct arena_chunk *c = connmem_get(a->mem, total,
-					    !a->first && total == a->chunk_size);
+	bool must = granted || (!a->first && total == a->chunk_size);
+	struct arena_chunk *c = connmem_get(a->mem, total, must);
 	if (!c)
 		return 0;
 	c->next = NULL;
@@ -75,6 +76,11 @@ static int grow(struct arena *a, size_t n)
 	a->end = (char *)c + total;
 	a->held += total;
 	return 1;
+}
+
+static int grow(struct arena *a, size_t n)
+{
+	return grow_chunk(a, n, false);
 }
 
 char *arena_bytes(struct arena *a, size_t n)
@@ -103,6 +109,15 @@ void *arena_alloc(struct arena *a, size_t n)
 	a->pos += pad;
 	a->used += pad;
 	return arena_bytes(a, n);
+}
+
+char *arena_copy_granted(struct arena *a, const void *src, size_t n)
+{
+	if (a->pos && (size_t)(a->end - a->pos) >= n)
+		return arena_copy(a, src, n);
+	if (!grow_chunk(a, n, true))
+		return NULL;
+	return arena_copy(a, src, n);
 }
 
 char *arena_copy(struct arena *a, const void *src, size_t n)

@@ -57,6 +57,10 @@ void *arena_alloc(struct arena *a, size_t n);
 char *arena_bytes(struct arena *a, size_t n);
 /* Copies n bytes in; NULL when over the limit. */
 char *arena_copy(struct arena *a, const void *src, size_t n);
+/* Copies n bytes in past the budget (not past the limit): for bytes that
+   move out of memory already charged, which is given back right after
+   (a value leaving the read buffer for another shard). */
+char *arena_copy_granted(struct arena *a, const void *src, size_t n);
 
 /* Bytes handed out since the last reset. */
 static inline size_t arena_used(const struct arena *a)

@@ -96,7 +96,9 @@ static struct xreq *xreq_new(struct conn *c, const struct shard_req *q,
 	x->req = *q;
 	if (q->klen && !(x->req.key = arena_copy(&c->arena, q->key, q->klen)))
 		return NULL;
-	if (q->vlen && !(x->req.value = arena_copy(&c->arena, q->value, q->vlen)))
+	/* The value leaves the read buffer, which is given back once parsed:
+	   its copy is granted past the connection-memory budget. */
+	if (q->vlen && !(x->req.value = arena_copy_granted(&c->arena, q->value, q->vlen)))
 		return NULL;
 	c->refs++;
 	c->inflight++;
