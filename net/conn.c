@@ -389,8 +389,8 @@ void conn_on_recv(struct conn *c, const struct io_uring_cqe *cqe)
 	}
 	if (rc < 0) {
 		/* A paused connection the kernel kept feeding, with no budget
-		   left to hold it: a client that holds too much. */
-		c->w->mem.refused++;
+		   left to hold it: a client that holds too much (the refusal
+		   is counted by connmem). */
 		conn_close(c);
 		return;
 	}
