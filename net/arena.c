@@ -6,8 +6,10 @@
  * from the worker's free list. Allocation bumps `pos` in the current chunk;
  * when the request does not fit, a new chunk is taken that is at least as
  * large as the request, so a 1 MiB value lands in one piece. Only the first
- * chunk of a batch may be taken past the budget (`must`): it is what lets
- * any connection answer a small request. Reset gives every chunk back.
+ * chunk of a batch may be taken past the budget: a regular one always (it
+ * is what lets any connection answer a small request), a larger one within
+ * the reserve (one large answer); see connmem.h. Reset gives every chunk
+ * back.
  */
 #include "net/arena.h"
 
@@ -61,8 +63,12 @@ static int grow_chunk(struct arena *a, size_t n, bool granted)
 	}
 	if (a->held > a->limit || total > a->limit - a->held)
 		return 0;
-	bool must = granted || (!a->first && total == a->chunk_size);
-	struct arena_chunk *c = connmem_get(a->mem, total, must);
+	enum connmem_level level = CONNMEM_BUDGET;
+	if (granted || (!a->first && total == a->chunk_size))
+		level = CONNMEM_MUST;
+	else if (!a->first)
+		level = CONNMEM_RESERVE;
+	struct arena_chunk *c = connmem_get(a->mem, total, level);
 	if (!c)
 		return 0;
 	c->next = NULL;

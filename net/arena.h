@@ -17,8 +17,9 @@
  * The arena is bounded: once `limit` bytes of chunks are held, allocation
  * returns NULL; it also returns NULL when the daemon's connection-memory
  * budget refuses a chunk. The first chunk of a batch is always granted
- * (charged, but not refusable), so a connection can answer a small request
- * whatever the budget says. Reset gives every chunk back: an idle
+ * when it is a regular one (charged, but not refusable), so a connection
+ * can answer a small request whatever the budget says, and a larger first
+ * chunk is granted within the budget's reserve (net/connmem.h). Reset gives every chunk back: an idle
  * connection's arena holds no memory (the worker's free list makes taking
  * a chunk again cheap).
  */

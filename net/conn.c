@@ -217,7 +217,8 @@ static int rbuf_reserve(struct conn *c, size_t need, bool exact)
 		if (!exact && cap < 2 * c->rcap)
 			cap = 2 * c->rcap;
 	}
-	char *p = connmem_get(m, cap, cap == CONNMEM_BLOCK);
+	char *p = connmem_get(m, cap, cap == CONNMEM_BLOCK ? CONNMEM_MUST :
+					      CONNMEM_BUDGET);
 	if (!p)
 		return -ENOMEM;
 	if (c->rend)
@@ -444,7 +445,7 @@ static bool start_send(struct conn *c)
 	struct io_uring_sqe *sqe;
 	struct conn_sendv *v = NULL;
 	if (more && !more->pending)
-		v = connmem_get(&c->w->mem, CONNMEM_SMALL, true);
+		v = connmem_get(&c->w->mem, CONNMEM_SMALL, CONNMEM_MUST);
 	if (!v) {
 		/* The common case (or no memory for iovecs): a plain send
 		   of the first piece skips copying in a msghdr. */

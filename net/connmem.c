@@ -11,6 +11,8 @@
  */
 #include "net/connmem.h"
 
+#include <stdint.h>
+
 #define UNIT_MIN ((size_t)4096)
 #define UNIT_MAX ((size_t)64 << 10)
 
@@ -50,16 +52,21 @@ void connmem_deinit(struct connmem *m)
 }
 
 /* Takes at least `need` more bytes of budget into the lease. */
-static bool lease_grow(struct connmem *m, size_t need, bool must)
+static bool lease_grow(struct connmem *m, size_t need,
+		       enum connmem_level level)
 {
 	struct connmem_budget *b = m->budget;
+	size_t max = level == CONNMEM_BUDGET ? b->max :
+		     level == CONNMEM_RESERVE ? 2 * b->max : SIZE_MAX;
 	size_t want = (need + m->unit - 1) / m->unit * m->unit;
 	size_t cur = atomic_load_explicit(&b->leased, memory_order_relaxed);
 	for (;;) {
 		size_t take = want;
 		if (cur > b->max || b->max - cur < take) {
+			/* The last bytes of the budget (or past it): just
+			   what is needed. */
 			take = need;
-			if (!must && (cur > b->max || b->max - cur < take))
+			if (cur > max || max - cur < take)
 				return false;
 		}
 		if (atomic_compare_exchange_weak_explicit(
@@ -89,10 +96,10 @@ static struct connmem_pool *pool_of(struct connmem *m, size_t size)
 	return NULL;
 }
 
-void *connmem_get(struct connmem *m, size_t size, bool must)
+void *connmem_get(struct connmem *m, size_t size, enum connmem_level level)
 {
 	if (m->held + size > m->lease &&
-	    !lease_grow(m, m->held + size - m->lease, must)) {
+	    !lease_grow(m, m->held + size - m->lease, level)) {
 		m->refused++;
 		atomic_fetch_add_explicit(&m->budget->pressure, 1,
 					  memory_order_relaxed);

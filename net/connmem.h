@@ -27,17 +27,25 @@
  * whole budget while the others are idle. What the leases can waste is at
  * most two units per worker, bounded by conn_mem_max / 8 in all.
  *
- * Refusal. connmem_get(..., must=false) returns NULL when the charge would
- * take the leases past the budget: a large read buffer (a value waiting for
- * the rest of its bytes), an arena chunk beyond a connection's first,
- * replies waiting for a slow reader. With must=true the block is granted
- * whatever the budget says (and still charged): that is the first block of
- * each kind a connection needs to make progress at all, so that a client
- * with small requests is served while others have taken the whole budget.
- * Those are bounded by connections with a request in flight times a few
- * CONNMEM_BLOCKs. Each refusal bumps the shared `pressure` counter, which
- * every worker looks at once per loop pass to close its slow readers
- * (conn_reclaim).
+ * Refusal comes in three levels (enum connmem_level):
+ *  - CONNMEM_BUDGET: refused when the charge would take the leases past the
+ *    budget. A large read buffer (a value waiting for the rest of its
+ *    bytes), an arena chunk beyond a batch's first (more answers queued
+ *    for a reader that is not taking them).
+ *  - CONNMEM_RESERVE: refused past twice the budget. The first chunk of a
+ *    batch when it must be larger than a block: one large answer for a
+ *    connection that holds nothing else. The reserve (a second budget's
+ *    worth) is what lets ordinary clients fetch large values while partial
+ *    values and slow readers have taken the budget, and many clients at
+ *    once each fetch one.
+ *  - CONNMEM_MUST: granted whatever the totals are (and still charged):
+ *    the first block of each kind a connection needs to make progress at
+ *    all, and bytes that only move from one charged buffer to another.
+ *    They are bounded by connections with a request in flight times a few
+ *    CONNMEM_BLOCKs.
+ * Each refusal bumps the shared `pressure` counter, which every worker
+ * looks at once per loop pass to close its slow readers (conn_reclaim).
+ * So connection memory stays under 2 x conn_mem_max plus the MUST blocks.
  *
  * Threads: struct connmem belongs to one worker thread, like its heap;
  * struct connmem_budget is shared and touched only through atomics.
@@ -59,6 +67,12 @@
 #define CONNMEM_SMALL 1088
 /* Most free blocks a worker keeps of each size. */
 #define CONNMEM_POOL_MAX 32
+
+enum connmem_level {
+	CONNMEM_BUDGET,   /* within conn_mem_max */
+	CONNMEM_RESERVE,  /* within 2 x conn_mem_max */
+	CONNMEM_MUST,     /* always (still charged) */
+};
 
 /* One per daemon, shared by its workers. */
 struct connmem_budget {
@@ -94,12 +108,12 @@ void connmem_init(struct connmem *m, heap_t *heap, struct connmem_budget *b,
 void connmem_deinit(struct connmem *m);
 
 /*
- * Lends `size` bytes and charges them. Returns NULL when !must and the
- * budget is exhausted (counted in `refused`, `pressure` bumped), or when the
+ * Lends `size` bytes and charges them. Returns NULL when the level's limit
+ * would be passed (counted in `refused`, `pressure` bumped), or when the
  * heap is out of memory. The block stays valid until connmem_put with the
  * same size.
  */
-void *connmem_get(struct connmem *m, size_t size, bool must);
+void *connmem_get(struct connmem *m, size_t size, enum connmem_level level);
 /* Gives back a block lent by connmem_get(m, size, ...). */
 void connmem_put(struct connmem *m, void *p, size_t size);
 

@@ -43,20 +43,20 @@ static void test_shared_budget(void)
 	connmem_budget_init(&b, 4 * MIB);
 	connmem_init(&m[0], h, &b, 2);
 	connmem_init(&m[1], h, &b, 2);
-	void *big = connmem_get(&m[0], 3 * MIB, false);
+	void *big = connmem_get(&m[0], 3 * MIB, CONNMEM_BUDGET);
 	CU_ASSERT_FATAL(big != NULL);
 	memset(big, 1, 3 * MIB);
 	CU_ASSERT(m[0].held == 3 * MIB && m[0].lease >= 3 * MIB);
-	CU_ASSERT(connmem_get(&m[1], 2 * MIB, false) == NULL);
+	CU_ASSERT(connmem_get(&m[1], 2 * MIB, CONNMEM_BUDGET) == NULL);
 	CU_ASSERT(m[1].refused == 1 && atomic_load(&b.pressure) == 1);
 	/* The last bytes of the budget can be taken exactly. */
 	size_t left = 4 * MIB - atomic_load(&b.leased);
-	void *rest = connmem_get(&m[1], left, false);
+	void *rest = connmem_get(&m[1], left, CONNMEM_BUDGET);
 	CU_ASSERT(rest != NULL);
 	CU_ASSERT(atomic_load(&b.leased) == 4 * MIB);
-	CU_ASSERT(connmem_get(&m[1], 4096, false) == NULL);
+	CU_ASSERT(connmem_get(&m[1], 4096, CONNMEM_BUDGET) == NULL);
 	/* A block that must be granted is, past the budget, and charged. */
-	void *must = connmem_get(&m[1], CONNMEM_BLOCK, true);
+	void *must = connmem_get(&m[1], CONNMEM_BLOCK, CONNMEM_MUST);
 	CU_ASSERT(must != NULL);
 	CU_ASSERT(atomic_load(&b.leased) > 4 * MIB);
 	connmem_put(&m[1], must, CONNMEM_BLOCK);
@@ -64,10 +64,33 @@ static void test_shared_budget(void)
 	connmem_put(&m[0], big, 3 * MIB);
 	/* Each lease is trimmed to at most two units above what it holds. */
 	CU_ASSERT(m[0].lease <= 2 * m[0].unit && m[1].lease <= 2 * m[1].unit);
-	void *again = connmem_get(&m[1], 3 * MIB, false);
+	void *again = connmem_get(&m[1], 3 * MIB, CONNMEM_BUDGET);
 	CU_ASSERT(again != NULL);
 	connmem_put(&m[1], again, 3 * MIB);
 	finish(m, 2, &b, h);
+}
+
+/* The reserve: a second budget's worth, only for CONNMEM_RESERVE. */
+static void test_reserve(void)
+{
+	heap_t *h = heap_or_fail();
+	struct connmem_budget b;
+	struct connmem m;
+	connmem_budget_init(&b, 4 * MIB);
+	connmem_init(&m, h, &b, 1);
+	void *full = connmem_get(&m, 4 * MIB, CONNMEM_BUDGET);
+	CU_ASSERT_FATAL(full != NULL);
+	CU_ASSERT(connmem_get(&m, 4096, CONNMEM_BUDGET) == NULL);
+	void *r1 = connmem_get(&m, 3 * MIB, CONNMEM_RESERVE);
+	CU_ASSERT(r1 != NULL);
+	CU_ASSERT(connmem_get(&m, 2 * MIB, CONNMEM_RESERVE) == NULL);
+	CU_ASSERT(m.refused == 2);
+	void *must = connmem_get(&m, 2 * MIB, CONNMEM_MUST);
+	CU_ASSERT(must != NULL && atomic_load(&b.leased) >= 9 * MIB);
+	connmem_put(&m, must, 2 * MIB);
+	connmem_put(&m, r1, 3 * MIB);
+	connmem_put(&m, full, 4 * MIB);
+	finish(&m, 1, &b, h);
 }
 
 /* Small ups and downs stay inside the lease: the shared counter does not
@@ -80,13 +103,13 @@ static void test_lease_hysteresis(void)
 	connmem_budget_init(&b, 64 * MIB);
 	connmem_init(&m, h, &b, 4);
 	CU_ASSERT(m.unit >= 4096 && m.unit <= 64 * 1024);
-	void *p = connmem_get(&m, CONNMEM_BLOCK, false);
+	void *p = connmem_get(&m, CONNMEM_BLOCK, CONNMEM_BUDGET);
 	CU_ASSERT_FATAL(p != NULL);
 	size_t leased = atomic_load(&b.leased);
 	CU_ASSERT(leased == m.lease && leased >= CONNMEM_BLOCK);
 	for (int i = 0; i < 1000; i++) {
 		connmem_put(&m, p, CONNMEM_BLOCK);
-		p = connmem_get(&m, CONNMEM_BLOCK, false);
+		p = connmem_get(&m, CONNMEM_BLOCK, CONNMEM_BUDGET);
 		CU_ASSERT_FATAL(p != NULL);
 		CU_ASSERT(atomic_load(&b.leased) == leased);
 	}
@@ -104,7 +127,7 @@ static void test_pool(void)
 	connmem_init(&m, h, &b, 1);
 	void *blocks[CONNMEM_POOL_MAX + 8];
 	for (size_t i = 0; i < CONNMEM_POOL_MAX + 8; i++) {
-		blocks[i] = connmem_get(&m, CONNMEM_BLOCK, false);
+		blocks[i] = connmem_get(&m, CONNMEM_BLOCK, CONNMEM_BUDGET);
 		CU_ASSERT_FATAL(blocks[i] != NULL);
 		memset(blocks[i], (int)i, CONNMEM_BLOCK);
 	}
@@ -113,8 +136,8 @@ static void test_pool(void)
 		connmem_put(&m, blocks[i], CONNMEM_BLOCK);
 	CU_ASSERT(m.block.n == CONNMEM_POOL_MAX && m.held == 0);
 	void *last = blocks[CONNMEM_POOL_MAX - 1];
-	void *small = connmem_get(&m, CONNMEM_SMALL, true);
-	void *p = connmem_get(&m, CONNMEM_BLOCK, false);
+	void *small = connmem_get(&m, CONNMEM_SMALL, CONNMEM_MUST);
+	void *p = connmem_get(&m, CONNMEM_BLOCK, CONNMEM_BUDGET);
 	CU_ASSERT(p == last);
 	CU_ASSERT(small != NULL && m.held == CONNMEM_BLOCK + CONNMEM_SMALL);
 	connmem_put(&m, small, CONNMEM_SMALL);
@@ -129,6 +152,7 @@ int test_connmem_register(void)
 	if (!s)
 		return -1;
 	if (!CU_add_test(s, "shared budget", test_shared_budget) ||
+	    !CU_add_test(s, "reserve", test_reserve) ||
 	    !CU_add_test(s, "lease hysteresis", test_lease_hysteresis) ||
 	    !CU_add_test(s, "pool", test_pool))
 		return -1;
