@@ -7,9 +7,10 @@
  * when the request does not fit, a new chunk is taken that is at least as
  * large as the request, so a 1 MiB value lands in one piece. Only the first
  * chunk of a batch may be taken past the budget: a regular one always (it
- * is what lets any connection answer a small request), a larger one within
- * the reserve (one large answer); see connmem.h. Reset gives every chunk
- * back.
+ * is what lets any connection answer a small request), and one larger
+ * chunk after at most a regular one within the reserve (one large answer,
+ * maybe after a few short replies such as the END of a get whose value
+ * comes from another shard); see connmem.h. Reset gives every chunk back.
  */
 #include "net/arena.h"
 
@@ -66,7 +67,7 @@ static int grow_chunk(struct arena *a, size_t n, bool granted)
 	enum connmem_level level = CONNMEM_BUDGET;
 	if (granted || (!a->first && total == a->chunk_size))
 		level = CONNMEM_MUST;
-	else if (!a->first)
+	else if (a->held <= a->chunk_size)
 		level = CONNMEM_RESERVE;
 	struct arena_chunk *c = connmem_get(a->mem, total, level);
 	if (!c)

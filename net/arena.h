@@ -18,8 +18,9 @@
  * returns NULL; it also returns NULL when the daemon's connection-memory
  * budget refuses a chunk. The first chunk of a batch is always granted
  * when it is a regular one (charged, but not refusable), so a connection
- * can answer a small request whatever the budget says, and a larger first
- * chunk is granted within the budget's reserve (net/connmem.h). Reset gives every chunk back: an idle
+ * can answer a small request whatever the budget says, and the first larger
+ * chunk of a batch is granted within the budget's reserve
+ * (net/connmem.h). Reset gives every chunk back: an idle
  * connection's arena holds no memory (the worker's free list makes taking
  * a chunk again cheap).
  */

@@ -33,8 +33,8 @@
  *    bytes), an arena chunk beyond a batch's first (more answers queued
  *    for a reader that is not taking them).
  *  - CONNMEM_RESERVE: refused past twice the budget. The first chunk of a
- *    batch when it must be larger than a block: one large answer for a
- *    connection that holds nothing else. The reserve (a second budget's
+ *    batch larger than a block: one large answer for a connection that
+ *    holds nothing else but a block of short replies. The reserve (a second budget's
  *    worth) is what lets ordinary clients fetch large values while partial
  *    values and slow readers have taken the budget, and many clients at
  *    once each fetch one.

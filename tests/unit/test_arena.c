@@ -173,13 +173,18 @@ static void test_budget(void)
 	CU_ASSERT(got == 6);
 	CU_ASSERT(h->mem.refused == 1);
 	CU_ASSERT(atomic_load(&h->budget.pressure) == 1);
-	/* b's first chunk still comes, past the budget; its second does not,
-	   nor does an oversized chunk. */
+	/* b's first chunk still comes, past the budget; then one larger
+	   chunk from the reserve (twice the budget), but no more. */
 	CU_ASSERT(arena_bytes(&b, 100) != NULL);
-	CU_ASSERT(arena_bytes(&b, CONNMEM_BLOCK) == NULL);
 	CU_ASSERT(h->mem.held == 4 * CONNMEM_BLOCK);
+	CU_ASSERT(arena_bytes(&b, CONNMEM_BLOCK) != NULL);
+	CU_ASSERT(arena_bytes(&b, 100) == NULL);
+	CU_ASSERT(h->mem.refused == 2);
+	/* A fresh arena's larger chunk: within the reserve or not at all. */
 	arena_reset(&b);
 	CU_ASSERT(arena_bytes(&b, 50000) == NULL);
+	CU_ASSERT(arena_bytes(&b, 40000) != NULL);
+	arena_reset(&b);
 	/* Once a gives its memory back there is room again. */
 	arena_reset(&a);
 	CU_ASSERT(arena_bytes(&b, 40000) != NULL);
