@@ -4,11 +4,12 @@
  * At most one receive and one send are in flight per connection. The
  * receive is multishot over the worker's provided buffers where the kernel
  * has them (else single-shot into the read buffer): each completion's bytes
- * are appended to the read buffer (a block lent by the worker, taken when
- * bytes arrive and given back once all are parsed) and the provided buffer
- * goes back at once; every complete request in the read buffer is parsed
- * and processed at once; what is left (a partial request) moves to the
- * front. Bytes of a refused data block are dropped straight from the
+ * are parsed where they are when the connection holds no earlier partial
+ * request, else appended to the read buffer (a block lent by the worker,
+ * taken when a partial request must wait for more bytes and given back once
+ * all are parsed), and the provided buffer goes back at once; every
+ * complete request is parsed and processed at once; what is left (a partial
+ * request) moves to the front of the read buffer. Bytes of a refused data block are dropped straight from the
  * provided buffer, never copied. A connection that must stop reading
  * (paused, quitting) cancels its multishot receive.
  * Output is a queue of segments over the output arena. After each loop pass
@@ -209,7 +210,8 @@ static int rbuf_reserve(struct conn *c, size_t need, bool exact)
 		c->rend -= c->rstart;
 		c->rstart = 0;
 	}
-	if (need <= c->rcap)
+	/* A provided buffer is never kept: it goes back after this pass. */
+	if (need <= c->rcap && !c->rbuf_ext)
 		return 0;
 	size_t cap = CONNMEM_BLOCK;
 	if (need > cap) {
@@ -223,7 +225,9 @@ static int rbuf_reserve(struct conn *c, size_t need, bool exact)
 		return -ENOMEM;
 	if (c->rend)
 		memcpy(p, c->rbuf, c->rend);
-	connmem_put(m, c->rbuf, c->rcap);
+	if (!c->rbuf_ext)
+		connmem_put(m, c->rbuf, c->rcap);
+	c->rbuf_ext = false;
 	c->rbuf = p;
 	c->rcap = cap;
 	return 0;
@@ -234,6 +238,22 @@ static int rbuf_reserve(struct conn *c, size_t need, bool exact)
    into it). */
 static void compact(struct conn *c)
 {
+	if (c->rbuf_ext) {
+		/* What is left of a provided buffer moves into a lent one. */
+		size_t left = c->rend - c->rstart;
+		if (c->closing || c->close_after_send)
+			left = 0; /* nothing more will be parsed */
+		if (left && rbuf_reserve(c, left, false) < 0) {
+			conn_close(c);
+			left = 0;
+		}
+		if (!left) {
+			c->rbuf = NULL;
+			c->rbuf_ext = false;
+			c->rcap = c->rstart = c->rend = 0;
+		}
+		return;
+	}
 	if (c->rstart == c->rend) {
 		c->rstart = c->rend = 0;
 		if (c->rbuf && (c->w->rbufs || !c->recv_armed)) {
@@ -348,6 +368,16 @@ static int take_input(struct conn *c, const char *p, size_t n)
 			p += k;
 			n -= k;
 			continue;
+		}
+		if (!c->rbuf) {
+			/* Nothing held: parse the bytes where they are;
+			   compact() keeps what is left in a lent buffer. */
+			c->rbuf = (char *)p;
+			c->rbuf_ext = true;
+			c->rstart = 0;
+			c->rcap = c->rend = n;
+			parse_input(c);
+			return 0;
 		}
 		if (c->rend == c->rcap) {
 			size_t want = c->rend - c->rstart;

@@ -86,8 +86,10 @@ struct conn {
 				       draining; close once all is answered */
 
 	char *rbuf;                 /* lent (connmem) while it holds bytes;
-				       NULL when idle */
+				       NULL when idle; during one parse, may
+				       be a provided receive buffer */
 	size_t rcap, rstart, rend;
+	bool rbuf_ext;              /* rbuf is a provided buffer, not ours */
 	size_t swallow;             /* bytes still to drop (refused data) */
 
 	struct arena arena;         /* segments, xreqs, key/value copies */

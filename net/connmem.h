@@ -66,7 +66,7 @@
 /* A send's msghdr and iovec array (see conn.c). */
 #define CONNMEM_SMALL 1088
 /* Most free blocks a worker keeps of each size. */
-#define CONNMEM_POOL_MAX 32
+#define CONNMEM_POOL_MAX 256
 
 enum connmem_level {
 	CONNMEM_BUDGET,   /* within conn_mem_max */
