@@ -31,6 +31,24 @@ void connmem_init(struct connmem *m, heap_t *heap, struct connmem_budget *b,
 	m->unit = unit < UNIT_MIN ? UNIT_MIN : unit > UNIT_MAX ? UNIT_MAX : unit;
 }
 
+static void pool_trim(struct connmem_pool *p)
+{
+	uint32_t excess = p->low > CONNMEM_POOL_FLOOR ? p->low - CONNMEM_POOL_FLOOR : 0;
+	for (; excess && p->head; excess--) {
+		void *next = *(void **)p->head;
+		heap_free(p->head);
+		p->head = next;
+		p->n--;
+	}
+	p->low = p->n;
+}
+
+void connmem_tick(struct connmem *m)
+{
+	pool_trim(&m->block);
+	pool_trim(&m->small);
+}
+
 static void pool_drain(struct connmem_pool *p)
 {
 	while (p->head) {
@@ -110,7 +128,8 @@ void *connmem_get(struct connmem *m, size_t size, enum connmem_level level)
 	if (pool && pool->head) {
 		p = pool->head;
 		pool->head = *(void **)p;
-		pool->n--;
+		if (--pool->n < pool->low)
+			pool->low = pool->n;
 	} else {
 		p = heap_alloc(m->heap, size);
 		if (!p) {

@@ -11,7 +11,11 @@
  * send's iovec array) go to a bounded free list of the worker, so a steady
  * connection allocates nothing and freed pages are not given back to the
  * OS and faulted in again on every request (the heaps return empty pages at
- * once, see shard/heap.c); past the bound they go back to the heap.
+ * once, see shard/heap.c; with too short a list that cost a third more CPU
+ * per request); past the bound they go back to the heap. connmem_tick(),
+ * once a second, frees the blocks that stayed unused on the list for the
+ * whole second (above a floor), so the list follows the worker's
+ * concurrency and an idle worker keeps only a few.
  *
  * The budget. Every lent byte is charged to the worker's `held`, which is
  * what `stats` reports as conn_buffer_bytes. The daemon-wide budget is one
@@ -65,8 +69,10 @@
 #define CONNMEM_BLOCK 16384
 /* A send's msghdr and iovec array (see conn.c). */
 #define CONNMEM_SMALL 1088
-/* Most free blocks a worker keeps of each size. */
+/* Most free blocks a worker keeps of each size, and how many it keeps
+   however long they stay unused. */
 #define CONNMEM_POOL_MAX 256
+#define CONNMEM_POOL_FLOOR 8
 
 enum connmem_level {
 	CONNMEM_BUDGET,   /* within conn_mem_max */
@@ -85,6 +91,7 @@ struct connmem_pool {
 	void *head;                /* free blocks, linked through their
 				      first word */
 	uint32_t n;
+	uint32_t low;              /* least n since the last tick */
 };
 
 struct connmem {
@@ -116,5 +123,9 @@ void connmem_deinit(struct connmem *m);
 void *connmem_get(struct connmem *m, size_t size, enum connmem_level level);
 /* Gives back a block lent by connmem_get(m, size, ...). */
 void connmem_put(struct connmem *m, void *p, size_t size);
+
+/* Frees free-list blocks that were not used since the last call (keeping
+   CONNMEM_POOL_FLOOR); the worker calls it about once a second. */
+void connmem_tick(struct connmem *m);
 
 #endif

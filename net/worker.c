@@ -270,6 +270,10 @@ static void after_pass(struct worker *w)
 {
 	set_clock(w);
 	maybe_reclaim(w);
+	if (w->now_ms - w->mem_tick_ms >= 1000) {
+		w->mem_tick_ms = w->now_ms;
+		connmem_tick(&w->mem);
+	}
 	push_dirty(w);
 	flush_outboxes(w);
 	shard_tick(w->shard, TICK_BUDGET);

@@ -121,6 +121,7 @@ struct worker {
 	unsigned pressure_seen;      /* group->mem.pressure at the last
 					conn_reclaim */
 	int64_t reclaim_ms;          /* when conn_reclaim last ran */
+	int64_t mem_tick_ms;         /* when connmem_tick last ran */
 	atomic_uint_fast64_t heartbeat; /* loop passes; read by main */
 	bool stall;                  /* test builds: the watchdog stall */
 	pthread_t thread;

@@ -143,6 +143,21 @@ static void test_pool(void)
 	connmem_put(&m, small, CONNMEM_SMALL);
 	connmem_put(&m, p, CONNMEM_BLOCK);
 	CU_ASSERT(m.small.n == 1);
+	/* A tick frees what stayed unused since the last one, down to the
+	   floor; blocks taken meanwhile count as used. */
+	connmem_tick(&m);
+	CU_ASSERT(m.block.n == CONNMEM_POOL_MAX);
+	for (int i = 0; i < 10; i++) {
+		blocks[i] = connmem_get(&m, CONNMEM_BLOCK, CONNMEM_BUDGET);
+		CU_ASSERT_FATAL(blocks[i] != NULL);
+	}
+	for (int i = 0; i < 10; i++)
+		connmem_put(&m, blocks[i], CONNMEM_BLOCK);
+	connmem_tick(&m);
+	CU_ASSERT(m.block.n == 10 + CONNMEM_POOL_FLOOR);
+	connmem_tick(&m);
+	CU_ASSERT(m.block.n == CONNMEM_POOL_FLOOR);
+	CU_ASSERT(m.small.n == 1);
 	finish(&m, 1, &b, h);
 }
 
