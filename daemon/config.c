@@ -72,7 +72,8 @@ static const struct flag flag_table[] = {
 	{ "max-reqs-per-event", 'R', 1, "NUM", "accepted for compatibility (default 20)" },
 	{ "listen-backlog", 'b', 1, "NUM", "listen backlog (default 1024)" },
 	{ "extended", 'o', 1, "OPTS", "comma-separated: line_max=SIZE, keys_max=NUM, "
-	  "conn_buffer_max=SIZE, hashpower=NUM (ignored: the table grows by itself)" },
+	  "conn_buffer_max=SIZE, conn_mem_max=SIZE (all connections' buffers, "
+	  "default max(16m, -m/4)), hashpower=NUM (ignored: the table grows by itself)" },
 	{ "help", 'h', 0, NULL, "print this help and exit" },
 	{ "version", 'V', 0, NULL, "print the version and exit" },
 	{ NULL, 0, 0, NULL, NULL },
@@ -172,6 +173,12 @@ static int parse_ext_one(struct config *c, char *opt, FILE *err)
 			return bad(err, "-o conn_buffer_max", val, "expected a size from 64k to 4g");
 		return 0;
 	}
+	if (!strcmp(opt, "conn_mem_max") && val) {
+		if (parse_size(val, 1, (size_t)1 << 40, &c->conn_mem_max) < 0 ||
+		    c->conn_mem_max < MIB)
+			return bad(err, "-o conn_mem_max", val, "expected a size from 1m to 1024g");
+		return 0;
+	}
 	if (!strcmp(opt, "hashpower") && val)
 		return parse_u32(err, "-o hashpower", val, 12, 64, &u);
 #ifdef RINGCACHE_TEST_HOOKS
@@ -179,7 +186,7 @@ static int parse_ext_one(struct config *c, char *opt, FILE *err)
 		return parse_u32(err, "-o watchdog_stall", val, 1, 3600, &c->watchdog_stall);
 #endif
 	return bad(err, "-o", opt, "unknown or malformed option (known: line_max=, "
-		   "keys_max=, conn_buffer_max=, hashpower=)");
+		   "keys_max=, conn_buffer_max=, conn_mem_max=, hashpower=)");
 }
 
 static int parse_ext(struct config *c, const char *arg, FILE *err)

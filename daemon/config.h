@@ -38,6 +38,8 @@ struct config {
 	size_t line_max;        /* -o line_max=: longest request line, 64 KiB */
 	uint32_t keys_max;      /* -o keys_max=: most keys in one get, 1024 */
 	size_t conn_arena_max;  /* -o conn_buffer_max=: per-connection arena */
+	size_t conn_mem_max;    /* -o conn_mem_max=: all connections' buffers;
+				   0 until main() sets max(16m, -m / 4) */
 	unsigned watchdog_stall;/* test builds only: stall worker 0 after N s */
 };
 

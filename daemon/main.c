@@ -119,6 +119,10 @@ static void finish_config(struct config *cfg)
 	raise_fd_limit(cfg->max_conns);
 	if (!cfg->conn_arena_max)
 		cfg->conn_arena_max = 2 * cfg->item_max + (1u << 20);
+	if (!cfg->conn_mem_max) {
+		size_t quarter = cfg->mem_limit / 4;
+		cfg->conn_mem_max = quarter > (16u << 20) ? quarter : (16u << 20);
+	}
 	log_set_level(cfg->verbose >= 2 ? LOG_DEBUG : LOG_INFO);
 }
 

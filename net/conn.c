@@ -4,10 +4,14 @@
  * At most one receive and one send are in flight per connection. The
  * receive is multishot over the worker's provided buffers where the kernel
  * has them (else single-shot into the read buffer): each completion's bytes
- * are appended to the read buffer and the provided buffer goes back at once;
- * every complete request in the read buffer is parsed and processed at once;
- * what is left (a partial request) moves to the front. A connection that
- * must stop reading (paused, quitting) cancels its multishot receive.
+ * are parsed where they are when the connection holds no earlier partial
+ * request, else appended to the read buffer (a block lent by the worker,
+ * taken when a partial request must wait for more bytes and given back once
+ * all are parsed), and the provided buffer goes back at once; every
+ * complete request is parsed and processed at once; what is left (a partial
+ * request) moves to the front of the read buffer. Bytes of a refused data block are dropped straight from the
+ * provided buffer, never copied. A connection that must stop reading
+ * (paused, quitting) cancels its multishot receive.
  * Output is a queue of segments over the output arena. After each loop pass
  * the worker calls conn_push() on every connection that produced output,
  * which sends the ready prefix with one send (a sendmsg when it is more
@@ -21,14 +25,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "daemon/log.h"
 #include "net/process.h"
 #include "net/proto.h"
 #include "net/udata.h"
 #include "net/worker.h"
 
-#define RBUF_INIT 8192
-#define ARENA_CHUNK 4096
-#define OUT_CHUNK 16384
+_Static_assert(sizeof(struct conn_sendv) <= CONNMEM_SMALL,
+	       "a send's iovecs fit a small block");
+
+static const char OOM_STORE[] = "SERVER_ERROR out of memory storing object\r\n";
+static const char OOM_READ[] = "SERVER_ERROR out of memory reading request\r\n";
 
 static void parse_input(struct conn *c);
 
@@ -54,22 +61,17 @@ struct conn *conn_create(struct worker *w, int fd)
 {
 	const struct config *cfg = w->group->cfg;
 	struct conn *c = heap_zalloc(w->heap, sizeof(*c));
-	char *rbuf = heap_alloc(w->heap, RBUF_INIT);
-	if (!c || !rbuf) {
-		heap_free(c);
-		heap_free(rbuf);
+	if (!c) {
 		close(fd);
 		return NULL;
 	}
 	c->w = w;
 	c->fd = fd;
-	c->rbuf = rbuf;
-	c->rcap = RBUF_INIT;
-	arena_init(&c->arena, w->heap, ARENA_CHUNK, cfg->conn_arena_max);
+	arena_init(&c->arena, &w->mem, CONNMEM_BLOCK, cfg->conn_arena_max);
 	/* Headroom for the answers of the cross-shard reads in flight; it
 	   is only allocated when such answers are large. */
 	size_t room = CONN_INFLIGHT_MAX * (cfg->item_max + PROTO_VALUE_LINE_MAX + 2);
-	arena_init(&c->out, w->heap, OUT_CHUNK, cfg->conn_arena_max + room);
+	arena_init(&c->out, &w->mem, CONNMEM_BLOCK, cfg->conn_arena_max + room);
 	c->next = w->conns;
 	if (w->conns)
 		w->conns->prev = c;
@@ -92,8 +94,35 @@ void conn_destroy(struct conn *c)
 	close(c->fd);
 	arena_deinit(&c->arena);
 	arena_deinit(&c->out);
-	heap_free(c->rbuf);
+	connmem_put(&w->mem, c->rbuf, c->rcap);
+	connmem_put(&w->mem, c->sendv, CONNMEM_SMALL);
 	heap_free(c);
+}
+
+size_t conn_held(const struct conn *c)
+{
+	return c->rcap + arena_held(&c->arena) + arena_held(&c->out) +
+	       (c->sendv ? CONNMEM_SMALL : 0);
+}
+
+unsigned conn_reclaim(struct worker *w)
+{
+	struct worker_group *g = w->group;
+	unsigned open = atomic_load_explicit(&g->conns, memory_order_relaxed);
+	size_t fair = g->mem.max / (open ? open : 1);
+	unsigned closed = 0;
+	for (struct conn *c = w->conns, *next; c; c = next) {
+		next = c->next;
+		if (c->closing || !c->send_armed ||
+		    w->now_ms - c->send_ms < CONN_SLOW_MS || conn_held(c) <= fair)
+			continue;
+		log_msg(LOG_DEBUG, "closing a slow reader holding %zu bytes "
+			"(fair share %zu)", conn_held(c), fair);
+		conn_close(c);
+		closed++;
+	}
+	w->counters.conn_slow_closed += closed;
+	return closed;
 }
 
 /* Frees a closing connection once nothing refers to it any more. */
@@ -128,11 +157,15 @@ static bool wants_input(const struct conn *c)
 	       !paused(c);
 }
 
+static int rbuf_reserve(struct conn *c, size_t need, bool exact);
+
 static void arm_recv(struct conn *c)
 {
 	struct worker *w = c->w;
-	if (c->recv_armed || !wants_input(c) ||
-	    (!w->rbufs && c->rend == c->rcap))
+	if (c->recv_armed || !wants_input(c))
+		return;
+	/* Single-shot receives need the read buffer while they are armed. */
+	if (!w->rbufs && (rbuf_reserve(c, 1, false) < 0 || c->rend == c->rcap))
 		return;
 	struct io_uring_sqe *sqe = worker_sqe(w);
 	if (w->rbufs) {
@@ -162,44 +195,97 @@ static void stop_recv(struct conn *c)
 	c->recv_cancelled = true;
 }
 
-/* Grows the read buffer to hold at least `need` bytes from rstart. */
-static int ensure_room(struct conn *c, size_t need)
+/*
+ * Makes the read buffer hold at least `need` bytes from rstart (moving them
+ * to the front). A buffer of CONNMEM_BLOCK is always granted; a larger one
+ * only within the budget. With `exact` (a storage command's known size) it
+ * is `need` rounded to a page, else it at least doubles (a long line
+ * arriving in pieces). 0 or -ENOMEM.
+ */
+static int rbuf_reserve(struct conn *c, size_t need, bool exact)
 {
+	struct connmem *m = &c->w->mem;
 	if (c->rstart) {
 		memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
 		c->rend -= c->rstart;
 		c->rstart = 0;
 	}
-	if (need <= c->rcap)
+	/* A provided buffer is never kept: it goes back after this pass. */
+	if (need <= c->rcap && !c->rbuf_ext)
 		return 0;
-	size_t cap = c->rcap;
-	while (cap < need)
-		cap *= 2;
-	char *p = heap_realloc(c->w->heap, c->rbuf, cap);
+	size_t cap = CONNMEM_BLOCK;
+	if (need > cap) {
+		cap = (need + 4095) & ~(size_t)4095;
+		if (!exact && cap < 2 * c->rcap)
+			cap = 2 * c->rcap;
+	}
+	char *p = connmem_get(m, cap, cap == CONNMEM_BLOCK ? CONNMEM_MUST :
+					      CONNMEM_BUDGET);
 	if (!p)
 		return -ENOMEM;
+	if (c->rend)
+		memcpy(p, c->rbuf, c->rend);
+	if (!c->rbuf_ext)
+		connmem_put(m, c->rbuf, c->rcap);
+	c->rbuf_ext = false;
 	c->rbuf = p;
 	c->rcap = cap;
 	return 0;
 }
 
-/* After parsing: keep the partial request at the front, and give a large
-   buffer back once it is empty. */
+/* After parsing: keep the partial request at the front, and give the
+   buffer back once it is empty (unless a single-shot receive is writing
+   into it). */
 static void compact(struct conn *c)
 {
+	if (c->rbuf_ext) {
+		/* What is left of a provided buffer moves into a lent one. */
+		size_t left = c->rend - c->rstart;
+		if (c->closing || c->close_after_send)
+			left = 0; /* nothing more will be parsed */
+		if (left && rbuf_reserve(c, left, false) < 0) {
+			conn_close(c);
+			left = 0;
+		}
+		if (!left) {
+			c->rbuf = NULL;
+			c->rbuf_ext = false;
+			c->rcap = c->rstart = c->rend = 0;
+		}
+		return;
+	}
 	if (c->rstart == c->rend) {
 		c->rstart = c->rend = 0;
-		if (c->rcap > RBUF_INIT) {
-			char *p = heap_alloc(c->w->heap, RBUF_INIT);
-			if (p) {
-				heap_free(c->rbuf);
-				c->rbuf = p;
-				c->rcap = RBUF_INIT;
-			}
+		if (c->rbuf && (c->w->rbufs || !c->recv_armed)) {
+			connmem_put(&c->w->mem, c->rbuf, c->rcap);
+			c->rbuf = NULL;
+			c->rcap = 0;
 		}
 	} else if (c->rend == c->rcap && c->rstart) {
-		ensure_room(c, 0);
+		rbuf_reserve(c, 0, true);
 	}
+}
+
+/*
+ * A storage command whose value the budget cannot hold: answered as
+ * memcached answers a failed item allocation, its bytes so far dropped and
+ * the rest swallowed as they come; a set also drops the key's old value
+ * (memcached does, so that a stale value does not survive a failed set).
+ */
+static void refuse_store(struct conn *c, struct proto_req *req)
+{
+	size_t have = c->rend - c->rstart;
+	if (!req->noreply && conn_emit_copy(c, OOM_STORE, sizeof(OOM_STORE) - 1) < 0) {
+		conn_close(c);
+		return;
+	}
+	if (req->cmd == PROTO_CMD_SET) {
+		req->cmd = PROTO_CMD_DELETE;
+		req->noreply = true;
+		process_request(c, req);
+	}
+	c->rstart = c->rend;
+	c->swallow = req->need - have;
 }
 
 static void parse_input(struct conn *c)
@@ -226,9 +312,18 @@ static void parse_input(struct conn *c)
 					       c->rend - c->rstart, &lim,
 					       c->w->keys, &req);
 		if (rc == PROTO_NEED_MORE) {
-			size_t need = req.need ? req.need : c->rend - c->rstart + 1;
-			if (ensure_room(c, need) < 0)
-				conn_close(c);
+			if (req.need) {
+				if (rbuf_reserve(c, req.need, true) == 0)
+					break;
+				refuse_store(c, &req);
+				continue;
+			}
+			if (rbuf_reserve(c, c->rend - c->rstart + 1, false) < 0) {
+				/* A line longer than a block, and no budget
+				   for it: memcached's answer, then close. */
+				conn_emit_copy(c, OOM_READ, sizeof(OOM_READ) - 1);
+				c->close_after_send = true;
+			}
 			break;
 		}
 		if (rc == PROTO_BAD) {
@@ -256,14 +351,48 @@ static void parse_input(struct conn *c)
 	compact(c);
 }
 
-/* Appends n received bytes to the read buffer. 0 or -ENOMEM. */
-static int append_input(struct conn *c, const char *p, size_t n)
+/*
+ * Takes n bytes of a provided buffer: drops what is being swallowed
+ * without copying it, appends the rest to the read buffer and parses as it
+ * goes, so that the buffer grows only for a request that needs it to.
+ * Bytes that come after the connection stopped taking requests (quit, a
+ * fatal error) are dropped. 0, or -ENOMEM when a connection that is not
+ * parsing (paused) has no budget left for what the kernel still delivered.
+ */
+static int take_input(struct conn *c, const char *p, size_t n)
 {
-	if (c->rcap - c->rend < n &&
-	    ensure_room(c, c->rend - c->rstart + n) < 0)
-		return -ENOMEM;
-	memcpy(c->rbuf + c->rend, p, n);
-	c->rend += n;
+	while (n && !c->closing && !c->close_after_send) {
+		if (c->swallow && c->rstart == c->rend) {
+			size_t k = n < c->swallow ? n : c->swallow;
+			c->swallow -= k;
+			p += k;
+			n -= k;
+			continue;
+		}
+		if (!c->rbuf) {
+			/* Nothing held: parse the bytes where they are;
+			   compact() keeps what is left in a lent buffer. */
+			c->rbuf = (char *)p;
+			c->rbuf_ext = true;
+			c->rstart = 0;
+			c->rcap = c->rend = n;
+			parse_input(c);
+			return 0;
+		}
+		if (c->rend == c->rcap) {
+			size_t want = c->rend - c->rstart;
+			want += want ? n : (n < CONNMEM_BLOCK ? n : CONNMEM_BLOCK);
+			if (rbuf_reserve(c, want, false) < 0)
+				return -ENOMEM;
+		}
+		size_t k = c->rcap - c->rend;
+		k = k < n ? k : n;
+		memcpy(c->rbuf + c->rend, p, k);
+		c->rend += k;
+		p += k;
+		n -= k;
+		parse_input(c);
+	}
 	return 0;
 }
 
@@ -279,16 +408,20 @@ void conn_on_recv(struct conn *c, const struct io_uring_cqe *cqe)
 		/* The provided buffer goes back before anything else. */
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 		if (res > 0 && !c->closing)
-			rc = append_input(c, worker_rbuf(c->w, bid), (size_t)res);
+			rc = take_input(c, worker_rbuf(c->w, bid), (size_t)res);
 		worker_rbuf_put(c->w, bid);
-	} else if (res > 0) {
+	} else if (res > 0 && !c->closing) {
 		c->rend += (size_t)res;
+		parse_input(c);
 	}
 	if (c->closing) {
 		maybe_free(c);
 		return;
 	}
 	if (rc < 0) {
+		/* A paused connection the kernel kept feeding, with no budget
+		   left to hold it: a client that holds too much (the refusal
+		   is counted by connmem). */
 		conn_close(c);
 		return;
 	}
@@ -306,7 +439,6 @@ void conn_on_recv(struct conn *c, const struct io_uring_cqe *cqe)
 		worker_mark_dirty(c->w, c);
 		return;
 	}
-	parse_input(c);
 	if (c->closing)
 		return;
 	worker_mark_dirty(c->w, c);
@@ -330,32 +462,46 @@ static void pop_sent(struct conn *c)
 /* Sends the ready prefix; true if a send is now in flight. */
 static bool start_send(struct conn *c)
 {
-	int n = 0;
+	/* The ready prefix: its first piece, and whether there are more. */
 	size_t skip = c->seg_sent;
-	for (struct conn_seg *s = c->seg_head; s && !s->pending && n < CONN_IOV_MAX;
-	     s = s->next) {
-		if (s->len > skip) {
-			c->iov[n].iov_base = (void *)(s->ptr + skip);
-			c->iov[n].iov_len = s->len - skip;
-			n++;
-		}
+	struct conn_seg *s = c->seg_head;
+	for (; s && !s->pending && s->len <= skip; s = s->next)
 		skip = 0;
-	}
-	if (!n)
+	if (!s || s->pending)
 		return false;
-	struct io_uring_sqe *sqe = worker_sqe(c->w);
-	if (n == 1) {
-		/* The common case; a plain send skips copying in a msghdr. */
-		io_uring_prep_send(sqe, c->fd, c->iov[0].iov_base,
-				   c->iov[0].iov_len, MSG_NOSIGNAL);
+	struct conn_seg *more = s->next;
+	while (more && !more->pending && !more->len)
+		more = more->next;
+	struct io_uring_sqe *sqe;
+	struct conn_sendv *v = NULL;
+	if (more && !more->pending)
+		v = connmem_get(&c->w->mem, CONNMEM_SMALL, CONNMEM_MUST);
+	if (!v) {
+		/* The common case (or no memory for iovecs): a plain send
+		   of the first piece skips copying in a msghdr. */
+		sqe = worker_sqe(c->w);
+		io_uring_prep_send(sqe, c->fd, s->ptr + skip, s->len - skip,
+				   MSG_NOSIGNAL);
 	} else {
-		memset(&c->msg, 0, sizeof(c->msg));
-		c->msg.msg_iov = c->iov;
-		c->msg.msg_iovlen = (size_t)n;
-		io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+		int n = 0;
+		for (; s && !s->pending && n < CONN_IOV_MAX; s = s->next) {
+			if (s->len > skip) {
+				v->iov[n].iov_base = (void *)(s->ptr + skip);
+				v->iov[n].iov_len = s->len - skip;
+				n++;
+			}
+			skip = 0;
+		}
+		memset(&v->msg, 0, sizeof(v->msg));
+		v->msg.msg_iov = v->iov;
+		v->msg.msg_iovlen = (size_t)n;
+		c->sendv = v;
+		sqe = worker_sqe(c->w);
+		io_uring_prep_sendmsg(sqe, c->fd, &v->msg, MSG_NOSIGNAL);
 	}
 	io_uring_sqe_set_data64(sqe, ud_pack(c, UD_SEND));
 	c->send_armed = true;
+	c->send_ms = c->w->now_ms;
 	c->refs++;
 	return true;
 }
@@ -401,6 +547,8 @@ void conn_on_send(struct conn *c, int res)
 {
 	c->send_armed = false;
 	c->refs--;
+	connmem_put(&c->w->mem, c->sendv, CONNMEM_SMALL);
+	c->sendv = NULL;
 	if (c->closing) {
 		maybe_free(c);
 		return;

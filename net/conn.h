@@ -9,14 +9,19 @@
  * The sender sends the ready prefix of the queue with one send; bytes
  * composed back to back in the arena merge into one iovec.
  *
- * Lifetimes: the struct and the read buffer come from the worker's heap and
- * live as long as the connection. Everything in the arena - segments,
- * response bytes, cross-shard requests with their copies of keys and values -
- * lives until the arena is reset, which happens only when every segment has
- * been sent and no cross-shard request is out (`inflight` == 0). A closed
- * connection is freed only once no submission and no cross-shard request
- * refers to it any more (`refs`). Only the home worker's thread touches a
- * connection.
+ * Lifetimes: the struct comes from the worker's heap and lives as long as
+ * the connection; it is all an idle connection holds (sizeof(struct conn),
+ * about 300 bytes). Everything else is lent by the worker's connection
+ * memory (net/connmem.h) while a request is in flight and given back when
+ * it is done: the read buffer while it holds bytes not yet parsed (a
+ * partial request, or requests read while paused), the arenas until they
+ * are reset, and the iovec array of a send while that send is in flight.
+ * Everything in the arena - segments, response bytes, cross-shard requests
+ * with their copies of keys and values - lives until the arena is reset,
+ * which happens only when every segment has been sent and no cross-shard
+ * request is out (`inflight` == 0). A closed connection is freed only once
+ * no submission and no cross-shard request refers to it any more (`refs`).
+ * Only the home worker's thread touches a connection.
  *
  * Bounds: the read buffer grows to fit one request at most (line_max +
  * item_max + 2), plus, with multishot receives, what the kernel delivers
@@ -27,7 +32,14 @@
  * out, the connection stops parsing (and so reading)
  * until its output drains, which bounds the memory of a client that never
  * reads: a multishot receive is cancelled then, and armed again when the
- * output is out.
+ * output is out. Beyond a read buffer and a chunk of each arena, memory is
+ * granted only within the daemon's budget (-o conn_mem_max): a storage
+ * command whose value does not fit gets "SERVER_ERROR out of memory storing
+ * object" and its data is swallowed unbuffered; a read whose answer does
+ * not fit gets "SERVER_ERROR out of memory writing get response". Once the
+ * budget is exhausted, conn_reclaim() closes the slow readers: connections
+ * whose send has made no progress for CONN_SLOW_MS and that hold more than
+ * their fair share (budget / open connections).
  */
 #ifndef RINGCACHE_CONN_H
 #define RINGCACHE_CONN_H
@@ -51,6 +63,8 @@ struct conn_seg {
 };
 
 #define CONN_IOV_MAX 64
+/* A send stuck this long makes its connection a slow reader. */
+#define CONN_SLOW_MS 1000
 /* Most cross-shard requests one connection has out before it stops
    parsing; bounds the memory their answers can take (see conn.c). */
 #define CONN_INFLIGHT_MAX 64
@@ -71,8 +85,11 @@ struct conn {
 				       shut down its side, or the daemon is
 				       draining; close once all is answered */
 
-	char *rbuf;                 /* worker heap */
+	char *rbuf;                 /* lent (connmem) while it holds bytes;
+				       NULL when idle; during one parse, may
+				       be a provided receive buffer */
 	size_t rcap, rstart, rend;
+	bool rbuf_ext;              /* rbuf is a provided buffer, not ours */
 	size_t swallow;             /* bytes still to drop (refused data) */
 
 	struct arena arena;         /* segments, xreqs, key/value copies */
@@ -80,7 +97,14 @@ struct conn {
 	struct conn_seg *seg_head, *seg_tail;
 	size_t seg_sent;            /* bytes of seg_head already sent */
 
-	struct msghdr msg;          /* the sendmsg in flight */
+	struct conn_sendv *sendv;   /* lent while a sendmsg is in flight */
+	int64_t send_ms;            /* when the send in flight started
+				       (worker's now_ms) */
+};
+
+/* A multi-piece send's msghdr and iovecs, lent for the send's duration. */
+struct conn_sendv {
+	struct msghdr msg;
 	struct iovec iov[CONN_IOV_MAX];
 };
 
@@ -103,6 +127,13 @@ void conn_close(struct conn *c);
 /* Frees a connection at once, whatever refers to it: only for shutdown,
    after no other thread can touch it. */
 void conn_destroy(struct conn *c);
+
+/* Bytes of connection memory c holds now. */
+size_t conn_held(const struct conn *c);
+
+/* After a refusal of the budget: closes w's slow readers that hold more
+   than their fair share (see above). Returns how many it closed. */
+unsigned conn_reclaim(struct worker *w);
 
 /* Drops one reference taken for a cross-shard request. */
 void conn_unref(struct conn *c);

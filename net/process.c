@@ -96,7 +96,9 @@ static struct xreq *xreq_new(struct conn *c, const struct shard_req *q,
 	x->req = *q;
 	if (q->klen && !(x->req.key = arena_copy(&c->arena, q->key, q->klen)))
 		return NULL;
-	if (q->vlen && !(x->req.value = arena_copy(&c->arena, q->value, q->vlen)))
+	/* The value leaves the read buffer, which is given back once parsed:
+	   its copy is granted past the connection-memory budget. */
+	if (q->vlen && !(x->req.value = arena_copy_granted(&c->arena, q->value, q->vlen)))
 		return NULL;
 	c->refs++;
 	c->inflight++;
@@ -201,6 +203,9 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 		k.total_connections += all[i].worker.total_connections;
 		k.rejected_connections += all[i].worker.rejected_connections;
 		k.cmd_flush += all[i].worker.cmd_flush;
+		k.conn_buffer_bytes += all[i].worker.conn_buffer_bytes;
+		k.conn_buffer_refused += all[i].worker.conn_buffer_refused;
+		k.conn_slow_closed += all[i].worker.conn_slow_closed;
 	}
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
@@ -259,11 +264,14 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 	o += proto_stat_u64(p + o, "segments_compacted", t.segments_compacted);
 	o += proto_stat_u64(p + o, "items_moved", t.items_moved);
 	o += proto_stat_u64(p + o, "ghost_bytes", t.ghost_bytes);
+	o += proto_stat_u64(p + o, "conn_buffer_bytes", k.conn_buffer_bytes);
+	o += proto_stat_u64(p + o, "conn_buffer_refused", k.conn_buffer_refused);
+	o += proto_stat_u64(p + o, "conn_slow_closed", k.conn_slow_closed);
 	memcpy(p + o, "END\r\n", 5);
 	return o + 5;
 }
 
-/* Room compose_stats needs: about 55 lines of at most 64 bytes. */
+/* Room compose_stats needs: about 60 lines of at most 64 bytes. */
 #define STATS_ROOM 4096
 
 /* The last shard has answered a fan-out: compose its reply. */
@@ -289,12 +297,16 @@ static void execute_fanout(struct worker *w, struct xreq *x)
 	case XREQ_STATS:
 		shard_stats(w->shard, &x->stats->shard);
 		x->stats->worker = w->counters;
+		x->stats->worker.conn_buffer_bytes = w->mem.held;
+		x->stats->worker.conn_buffer_refused = w->mem.refused;
 		break;
 	case XREQ_STATS_RESET:
 		shard_stats_reset(w->shard);
 		w->counters.total_connections = 0;
 		w->counters.rejected_connections = 0;
 		w->counters.cmd_flush = 0;
+		w->counters.conn_slow_closed = 0;
+		w->mem.refused = 0;
 		break;
 	case XREQ_FLUSH:
 		shard_flush(w->shard, x->req.exptime);
@@ -364,6 +376,7 @@ static void do_settings(struct conn *c)
 	o += proto_stat_u64(buf + o, "line_max", cfg->line_max);
 	o += proto_stat_u64(buf + o, "keys_max", cfg->keys_max);
 	o += proto_stat_u64(buf + o, "conn_buffer_max", cfg->conn_arena_max);
+	o += proto_stat_u64(buf + o, "conn_mem_max", cfg->conn_mem_max);
 	o += proto_stat_str(buf + o, 300, "domain_socket",
 			    cfg->unix_path ? cfg->unix_path : "NULL");
 	memcpy(buf + o, "END\r\n", 5);

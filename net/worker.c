@@ -42,6 +42,7 @@
 #define CQ_ENTRIES 16384
 #define TICK_BUDGET 64
 #define DRAIN_MS 800
+#define RECLAIM_MS 100
 
 struct io_uring_sqe *worker_sqe(struct worker *w)
 {
@@ -83,6 +84,8 @@ static int64_t now_ms(void)
 static void set_clock(struct worker *w)
 {
 	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	w->now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
 	if (ts.tv_sec != w->now) {
 		w->now = ts.tv_sec;
@@ -247,9 +250,30 @@ static void push_dirty(struct worker *w)
 	}
 }
 
+/*
+ * Some worker's allocation was refused since the last look: the budget is
+ * exhausted, so close this worker's slow readers that hold more than their
+ * share. At most every RECLAIM_MS, as it walks every connection.
+ */
+static void maybe_reclaim(struct worker *w)
+{
+	unsigned p = atomic_load_explicit(&w->group->mem.pressure,
+					  memory_order_relaxed);
+	if (p == w->pressure_seen || w->now_ms - w->reclaim_ms < RECLAIM_MS)
+		return;
+	w->pressure_seen = p;
+	w->reclaim_ms = w->now_ms;
+	conn_reclaim(w);
+}
+
 static void after_pass(struct worker *w)
 {
 	set_clock(w);
+	maybe_reclaim(w);
+	if (w->now_ms - w->mem_tick_ms >= 1000) {
+		w->mem_tick_ms = w->now_ms;
+		connmem_tick(&w->mem);
+	}
 	push_dirty(w);
 	flush_outboxes(w);
 	shard_tick(w->shard, TICK_BUDGET);
@@ -367,6 +391,7 @@ static int worker_init(struct worker *w)
 	w->heap = heap_create();
 	if (!w->heap)
 		return -ENOMEM;
+	connmem_init(&w->mem, w->heap, &g->mem, g->nworkers);
 	struct shard_config sc = {
 		.id = w->id,
 		.count = g->nworkers,
@@ -412,6 +437,7 @@ static void worker_deinit(struct worker *w)
 	   thread refers to it any more (see the second barrier). */
 	while (w->conns)
 		conn_destroy(w->conns);
+	connmem_deinit(&w->mem);
 	if (w->out) {
 		for (uint32_t d = 0; d < w->group->nworkers; d++) {
 			xbatch_destroy(w->out[d].own[0]);
@@ -455,6 +481,7 @@ int worker_start_all(struct worker_group *g)
 	if (!g->workers)
 		return -ENOMEM;
 	pthread_barrier_init(&g->barrier, NULL, n + 1);
+	connmem_budget_init(&g->mem, g->cfg->conn_mem_max);
 	for (uint32_t i = 0; i < n; i++) {
 		struct worker *w = calloc(1, sizeof(*w));
 		if (w) {

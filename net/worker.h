@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "daemon/config.h"
+#include "net/connmem.h"
 #include "net/proto.h"
 #include "shard/shard.h"
 
@@ -58,6 +59,10 @@ struct worker_counters {
 	uint64_t total_connections;
 	uint64_t rejected_connections;
 	uint64_t cmd_flush;
+	uint64_t conn_slow_closed;   /* slow readers closed for the budget */
+	/* Filled from `mem` when stats asks. */
+	uint64_t conn_buffer_bytes;  /* connection memory lent now */
+	uint64_t conn_buffer_refused;/* allocations the budget refused */
 };
 
 /* Shared by every worker of the process; written before they start. */
@@ -71,6 +76,7 @@ struct worker_group {
 	atomic_uint ready;           /* workers whose loop has started */
 	atomic_uint failed;          /* workers that could not start */
 	atomic_uint conns;           /* open connections, for -c */
+	struct connmem_budget mem;   /* -o conn_mem_max over all workers */
 	atomic_bool stopping;        /* set by worker_stop_all() */
 	atomic_uint quiet;           /* workers with nothing left in flight */
 	unsigned tick_ms;            /* longest wait of a loop pass */
@@ -100,6 +106,8 @@ struct worker {
 	int wake_fd;                 /* eventfd, written by worker_stop_all */
 	uint64_t wake_buf;
 	heap_t *heap;             /* connections, arenas, batches */
+	struct connmem mem;          /* lends connection buffers from heap,
+					within group->mem */
 	struct shard *shard;         /* shard `id`, owned by this thread */
 	struct worker_outbox *out;   /* [nworkers], from heap */
 	struct conn *conns;          /* every open connection (list) */
@@ -109,6 +117,11 @@ struct worker {
 	bool draining;               /* stop seen: finishing what is open */
 	bool quiet;                  /* counted in group->quiet */
 	int64_t now;                 /* Unix seconds, updated every pass */
+	int64_t now_ms;              /* monotonic ms, updated every pass */
+	unsigned pressure_seen;      /* group->mem.pressure at the last
+					conn_reclaim */
+	int64_t reclaim_ms;          /* when conn_reclaim last ran */
+	int64_t mem_tick_ms;         /* when connmem_tick last ran */
 	atomic_uint_fast64_t heartbeat; /* loop passes; read by main */
 	bool stall;                  /* test builds: the watchdog stall */
 	pthread_t thread;

@@ -377,7 +377,7 @@ def test_help_lists_every_flag():
                 ("R", "max-reqs-per-event"), ("b", "listen-backlog"),
                 ("o", "extended"), ("h", "help"), ("V", "version")}
     assert set(flags) == expected, r.stdout
-    for sub in ("line_max=", "keys_max=", "conn_buffer_max=", "hashpower="):
+    for sub in ("line_max=", "keys_max=", "conn_buffer_max=", "conn_mem_max=", "hashpower="):
         assert sub in r.stdout
     assert run([BIN, "--help"]).stdout == r.stdout
 
@@ -398,6 +398,7 @@ BAD_FLAGS = [
     (["-B", "binary"], ["-B binary"]),
     (["-o", "nosuch=1"], ["-o nosuch"]),
     (["-o", "line_max=10"], ["line_max"]),
+    (["-o", "conn_mem_max=512k"], ["conn_mem_max"]),
     (["-t", "0"], ["-t 0"]),
     (["-I", "1"], ["-I 1"]),
     (["-m", "0"], ["-m 0"]),
@@ -500,7 +501,7 @@ def test_man_page_documents_every_flag():
     for short, lng in help_flags():
         assert re.search(r"\\-%s\b" % short, text), "-%s missing from %s" % (short, MAN)
         assert ("\\-\\-" + lng.replace("-", "\\-")) in text, "--%s missing" % lng
-    for sub in ("line_max=", "keys_max=", "conn_buffer_max=", "hashpower="):
+    for sub in ("line_max=", "keys_max=", "conn_buffer_max=", "conn_mem_max=", "hashpower="):
         assert sub in text
     for words in ("SIGTERM", "EXIT STATUS", "64", "71", "NOTIFY_SOCKET", "WATCHDOG=1"):
         assert words in text

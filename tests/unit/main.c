@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 int test_arena_register(void);
+int test_connmem_register(void);
 int test_proto_register(void);
 int test_table_register(void);
 int test_shard_register(void);
@@ -16,6 +17,7 @@ int main(void)
 {
 	int (*suites[])(void) = {
 		test_arena_register,
+		test_connmem_register,
 		test_proto_register,
 		test_table_register,
 		test_shard_register,

@@ -1,10 +1,12 @@
 /*
  * test_arena.c - the request-scoped bump allocator (net/arena.c).
  *
- * Each test makes its own heap and arena and ends with arena_deinit() and
- * heap_destroy(): in sanitizer builds (RINGCACHE_LIBC_HEAP) heap_destroy()
- * aborts if a chunk was not freed, and ASan checks every byte written into
- * an allocation is inside it.
+ * Each test makes its own heap, connection memory (net/connmem.h) and arena
+ * and ends with arena_deinit(), connmem_deinit() and heap_destroy(): in
+ * sanitizer builds (RINGCACHE_LIBC_HEAP) heap_destroy() aborts if a chunk
+ * was not freed, and ASan checks every byte written into an allocation is
+ * inside it. Chunk sizes count the chunk's header; CH(n) is a chunk with at
+ * least n bytes of room.
  */
 #include <CUnit/CUnit.h>
 #include <stdint.h>
@@ -15,27 +17,39 @@
 #define ALIGN _Alignof(max_align_t)
 /* More than a chunk header can be: bounds held-byte checks from above. */
 #define HDR_SLACK 64
+#define CH(n) ((n) + HDR_SLACK)
 
-static heap_t *heap_or_fail(void)
+struct env {
+	heap_t *heap;
+	struct connmem_budget budget;
+	struct connmem mem;
+};
+
+static struct env *env_or_fail(struct env *e, size_t budget)
 {
-	heap_t *h = heap_create();
-	CU_ASSERT_FATAL(h != NULL);
-	return h;
+	e->heap = heap_create();
+	CU_ASSERT_FATAL(e->heap != NULL);
+	connmem_budget_init(&e->budget, budget);
+	connmem_init(&e->mem, e->heap, &e->budget, 1);
+	return e;
 }
 
-static void finish(struct arena *a, heap_t *h)
+static void finish(struct arena *a, struct env *e)
 {
 	arena_deinit(a);
 	CU_ASSERT(a->held == 0 && a->used == 0 && a->first == NULL);
-	heap_destroy(h);
+	CU_ASSERT(e->mem.held == 0);
+	connmem_deinit(&e->mem);
+	CU_ASSERT(atomic_load(&e->budget.leased) == 0);
+	heap_destroy(e->heap);
 }
 
 /* arena_alloc is aligned for any object whatever came before it. */
 static void test_alignment(void)
 {
-	heap_t *h = heap_or_fail();
+	struct env env, *h = env_or_fail(&env, 1 << 30);
 	struct arena a;
-	arena_init(&a, h, 256, 1 << 20);
+	arena_init(&a, &h->mem, CH(256), 1 << 20);
 	for (size_t i = 0; i < 500; i++) {
 		char *b = arena_bytes(&a, i % 7 + 1);
 		CU_ASSERT_FATAL(b != NULL);
@@ -56,9 +70,9 @@ static void test_alignment(void)
 /* Consecutive arena_bytes in one chunk are adjacent (one iovec). */
 static void test_adjacent(void)
 {
-	heap_t *h = heap_or_fail();
+	struct env env, *h = env_or_fail(&env, 1 << 30);
 	struct arena a;
-	arena_init(&a, h, 1024, 1 << 20);
+	arena_init(&a, &h->mem, CH(1024), 1 << 20);
 	char *p = arena_bytes(&a, 5);
 	CU_ASSERT_FATAL(p != NULL);
 	char *q = arena_bytes(&a, 7);
@@ -80,23 +94,25 @@ static void test_adjacent(void)
    makes room again. */
 static void test_limit(void)
 {
-	heap_t *h = heap_or_fail();
+	struct env env, *h = env_or_fail(&env, 1 << 30);
 	struct arena a;
 	/* Room for three chunks of 1024, not four. */
-	arena_init(&a, h, 1024, 3 * 1024 + 3 * HDR_SLACK);
+	arena_init(&a, &h->mem, CH(1024), 3 * CH(1024));
 	int got = 0;
 	while (arena_bytes(&a, 512))
 		got++;
 	CU_ASSERT(got == 6);
 	CU_ASSERT(a.held <= a.limit);
-	CU_ASSERT(arena_bytes(&a, 1) == NULL);
-	CU_ASSERT(arena_alloc(&a, 8) == NULL);
-	CU_ASSERT(arena_copy(&a, "x", 1) == NULL);
+	/* What is left of the last chunk is less than a header's slack. */
+	char x[HDR_SLACK] = { 0 };
+	CU_ASSERT(arena_bytes(&a, HDR_SLACK) == NULL);
+	CU_ASSERT(arena_alloc(&a, HDR_SLACK) == NULL);
+	CU_ASSERT(arena_copy(&a, x, HDR_SLACK) == NULL);
 	CU_ASSERT(arena_bytes(&a, 5000) == NULL);
 	CU_ASSERT(arena_used(&a) == 6 * 512);
 	/* A single request larger than the limit fails on a fresh arena. */
 	struct arena b;
-	arena_init(&b, h, 1024, 4096);
+	arena_init(&b, &h->mem, CH(1024), 4096);
 	CU_ASSERT(arena_bytes(&b, 4096) == NULL);
 	CU_ASSERT(arena_bytes(&b, SIZE_MAX) == NULL);
 	CU_ASSERT(arena_alloc(&b, SIZE_MAX - 8) == NULL);
@@ -108,44 +124,80 @@ static void test_limit(void)
 	finish(&a, h);
 }
 
-/* Reset keeps the first chunk (the next allocation reuses its memory) and
-   frees the rest. */
+/* Reset gives every chunk back: an idle arena holds nothing, and the
+   worker's free list hands the same block out again. */
 static void test_reset(void)
 {
-	heap_t *h = heap_or_fail();
+	struct env env, *h = env_or_fail(&env, 1 << 30);
 	struct arena a;
-	arena_init(&a, h, 256, 1 << 20);
+	arena_init(&a, &h->mem, CONNMEM_BLOCK, 1 << 20);
 	arena_reset(&a); /* on an empty arena: nothing to do */
 	CU_ASSERT(a.held == 0);
 
 	char *first = arena_bytes(&a, 100);
 	CU_ASSERT_FATAL(first != NULL);
-	size_t one = a.held;
-	CU_ASSERT(one >= 256 && one < 256 + HDR_SLACK);
-	for (int i = 0; i < 40; i++)
+	CU_ASSERT(a.held == CONNMEM_BLOCK && h->mem.held == CONNMEM_BLOCK);
+	for (int i = 0; i < 400; i++)
 		CU_ASSERT(arena_bytes(&a, 100) != NULL);
-	CU_ASSERT(a.held >= 10 * 256);
+	CU_ASSERT(a.held >= 2 * CONNMEM_BLOCK);
 	CU_ASSERT(a.cur != a.first);
+	CU_ASSERT(h->mem.held == a.held);
 
 	arena_reset(&a);
-	CU_ASSERT(a.held == one);
-	CU_ASSERT(a.cur == a.first);
+	CU_ASSERT(a.held == 0 && a.first == NULL && h->mem.held == 0);
 	CU_ASSERT(arena_used(&a) == 0);
-	CU_ASSERT(arena_bytes(&a, 100) == first);
+	CU_ASSERT(h->mem.block.n >= 2);
+	/* The last block given back is the first taken again. */
+	char *again = arena_bytes(&a, 100);
+	CU_ASSERT(again != NULL && h->mem.block.n >= 1);
 	/* Twice in a row is harmless. */
 	arena_reset(&a);
 	arena_reset(&a);
-	CU_ASSERT(a.held == one);
-	CU_ASSERT(arena_alloc(&a, 8) == (void *)first);
+	CU_ASSERT(a.held == 0);
+	CU_ASSERT(arena_alloc(&a, 8) != NULL);
+	finish(&a, h);
+}
+
+/* Beyond its first chunk, an arena gets memory only within the budget; the
+   first chunk of a batch is granted whatever the budget says. */
+static void test_budget(void)
+{
+	struct env env, *h = env_or_fail(&env, 3 * CONNMEM_BLOCK);
+	struct arena a, b;
+	arena_init(&a, &h->mem, CONNMEM_BLOCK, 1 << 20);
+	arena_init(&b, &h->mem, CONNMEM_BLOCK, 1 << 20);
+	/* a takes the whole budget: three blocks. */
+	int got = 0;
+	while (arena_bytes(&a, 8000))
+		got++;
+	CU_ASSERT(got == 6);
+	CU_ASSERT(h->mem.refused == 1);
+	CU_ASSERT(atomic_load(&h->budget.pressure) == 1);
+	/* b's first chunk still comes, past the budget; then one larger
+	   chunk from the reserve (twice the budget), but no more. */
+	CU_ASSERT(arena_bytes(&b, 100) != NULL);
+	CU_ASSERT(h->mem.held == 4 * CONNMEM_BLOCK);
+	CU_ASSERT(arena_bytes(&b, CONNMEM_BLOCK) != NULL);
+	CU_ASSERT(arena_bytes(&b, 100) == NULL);
+	CU_ASSERT(h->mem.refused == 2);
+	/* A fresh arena's larger chunk: within the reserve or not at all. */
+	arena_reset(&b);
+	CU_ASSERT(arena_bytes(&b, 50000) == NULL);
+	CU_ASSERT(arena_bytes(&b, 40000) != NULL);
+	arena_reset(&b);
+	/* Once a gives its memory back there is room again. */
+	arena_reset(&a);
+	CU_ASSERT(arena_bytes(&b, 40000) != NULL);
+	arena_deinit(&b);
 	finish(&a, h);
 }
 
 /* A request over chunk_size gets a chunk of its own size, in one piece. */
 static void test_large(void)
 {
-	heap_t *h = heap_or_fail();
+	struct env env, *h = env_or_fail(&env, 1 << 30);
 	struct arena a;
-	arena_init(&a, h, 256, 1 << 22);
+	arena_init(&a, &h->mem, CH(256), 1 << 22);
 	char *small = arena_bytes(&a, 10);
 	CU_ASSERT_FATAL(small != NULL);
 	char *big = arena_bytes(&a, 1 << 20);
@@ -157,16 +209,13 @@ static void test_large(void)
 	memset(al, 1, 5000);
 	CU_ASSERT(arena_bytes(&a, 3) != NULL);
 	CU_ASSERT(arena_used(&a) >= 10 + (1 << 20) + 5000 + 3);
-	size_t one_regular = 0;
+	CU_ASSERT(h->mem.held == a.held);
 	arena_reset(&a);
-	one_regular = a.held;
-	CU_ASSERT(one_regular >= 256 && one_regular < 256 + HDR_SLACK);
-	CU_ASSERT(arena_bytes(&a, 10) == small);
+	CU_ASSERT(a.held == 0 && h->mem.held == 0);
 
-	/* A large first allocation: the oversized first chunk is not kept
-	   across a reset, so an idle connection does not pin it. */
+	/* A large first allocation, then a small one after the reset. */
 	struct arena b;
-	arena_init(&b, h, 256, 1 << 22);
+	arena_init(&b, &h->mem, CH(256), 1 << 22);
 	char *huge = arena_bytes(&b, 1 << 20);
 	CU_ASSERT_FATAL(huge != NULL);
 	memset(huge, 0, 1 << 20);
@@ -174,16 +223,16 @@ static void test_large(void)
 	arena_reset(&b);
 	CU_ASSERT(b.held == 0);
 	CU_ASSERT(arena_bytes(&b, 10) != NULL);
-	CU_ASSERT(b.held >= 256 && b.held < 256 + HDR_SLACK);
+	CU_ASSERT(b.held == CH(256));
 	arena_deinit(&b);
 	finish(&a, h);
 }
 
 static void test_copy(void)
 {
-	heap_t *h = heap_or_fail();
+	struct env env, *h = env_or_fail(&env, 1 << 30);
 	struct arena a;
-	arena_init(&a, h, 64, 1 << 20);
+	arena_init(&a, &h->mem, CH(64), 1 << 20);
 	/* Zero bytes on a fresh arena is a success, not "over the limit". */
 	char *e = arena_copy(&a, "", 0);
 	CU_ASSERT(e != NULL);
@@ -204,9 +253,9 @@ static void test_copy(void)
 /* After deinit the arena is empty and usable again. */
 static void test_deinit_reuse(void)
 {
-	heap_t *h = heap_or_fail();
+	struct env env, *h = env_or_fail(&env, 1 << 30);
 	struct arena a;
-	arena_init(&a, h, 128, 4096);
+	arena_init(&a, &h->mem, CH(128), 4096);
 	CU_ASSERT(arena_bytes(&a, 1000) != NULL);
 	arena_deinit(&a);
 	arena_deinit(&a);
@@ -225,7 +274,8 @@ int test_arena_register(void)
 	if (!CU_add_test(s, "alignment", test_alignment) ||
 	    !CU_add_test(s, "adjacent bytes", test_adjacent) ||
 	    !CU_add_test(s, "limit", test_limit) ||
-	    !CU_add_test(s, "reset keeps the first chunk", test_reset) ||
+	    !CU_add_test(s, "reset gives every chunk back", test_reset) ||
+	    !CU_add_test(s, "budget", test_budget) ||
 	    !CU_add_test(s, "large allocations", test_large) ||
 	    !CU_add_test(s, "copy", test_copy) ||
 	    !CU_add_test(s, "deinit, then reuse", test_deinit_reuse))
