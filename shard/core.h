@@ -42,7 +42,9 @@ struct shard {
 	size_t sweep_cursor;
 	bool sweep_active;
 	int64_t sweep_started; /* clock of the last sweep pass's start */
-	uint32_t expire_cursor;/* next segment id the expiry scan looks at */
+	uint32_t expire_cursor;/* next segment id the expiry pass looks at;
+				  0 between passes */
+	int64_t expire_started;/* clock of the last expiry pass's start */
 	int64_t compact_checked; /* clock of the last fruitless compaction search */
 	struct shard_stats st; /* counters; the gauges are filled on read */
 };
@@ -137,8 +139,9 @@ char *shard__alloc_item(struct shard *s, enum seg_queue q, size_t n,
 bool shard__index_room(struct shard *s, struct seg *g);
 /* Evicts until the shard is under its limit. */
 void shard__make_room(struct shard *s);
-/* Frees sealed segments whose items have all expired: a few segment ids
-   looked at per budget unit of shard_tick(). */
+/* Frees sealed segments whose items have all expired: a pass over the
+   segment ids starts at most once per clock second and looks at a few ids
+   per budget unit of shard_tick(). */
 void shard__expire_segments(struct shard *s, unsigned budget);
 /* Compacts the segment with the most dead bytes, when they are too many. */
 void shard__compact(struct shard *s);

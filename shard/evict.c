@@ -305,12 +305,18 @@ bool shard__index_room(struct shard *s, struct seg *g)
 /* Frees sealed segments whose items have all expired (a few per call). */
 void shard__expire_segments(struct shard *s, unsigned budget)
 {
+	if (!s->expire_cursor) {
+		if (s->now == s->expire_started)
+			return; /* one pass over the segments a second */
+		s->expire_started = s->now;
+		s->expire_cursor = 1;
+	}
 	for (unsigned n = budget * EXPIRE_SEGS_PER_UNIT; n; n--) {
-		if (++s->expire_cursor >= s->seg.id_next)
-			s->expire_cursor = 1;
-		if (s->expire_cursor >= s->seg.id_next)
+		if (s->expire_cursor >= s->seg.id_next) {
+			s->expire_cursor = 0;
 			return;
-		struct seg *g = seg_by_id(&s->seg, s->expire_cursor);
+		}
+		struct seg *g = seg_by_id(&s->seg, s->expire_cursor++);
 		if (!g || g->queue == SEG_NONE || g->open || !g->exp_max ||
 		    g->exp_max == UINT32_MAX || (int64_t)g->exp_max > s->now)
 			continue;

@@ -688,6 +688,7 @@ struct shard *shard_create(const struct shard_config *cfg)
 	s->heap = h;
 	s->sweep_started = INT64_MIN;
 	s->compact_checked = INT64_MIN;
+	s->expire_started = INT64_MIN;
 	uint32_t size = seg_size_for(cfg->mem_limit);
 	seg_init(&s->seg, h, size, size / 8);
 	if (table_init(&s->table, h, match_at, s) < 0)
