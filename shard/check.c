@@ -45,7 +45,7 @@ static int check_seg(struct shard *s, struct seg *g, size_t *items,
 			uint64_t *slot = table_find_loc(&s->table, hash,
 							table_loc(g->id, off));
 			if (slot) {
-				CHECK(table_find(&s->table, hash, key, h.klen) == slot,
+				CHECK(table_find(&s->table, hash, match_at, key, h.klen) == slot,
 				      "seg %u off %u: key indexed elsewhere too",
 				      g->id, off);
 				CHECK(h.seq <= s->seq, "seg %u off %u: seq from the future",

@@ -72,6 +72,14 @@ static inline char *item_at(const struct shard *s, uint64_t loc)
 	return g->data + table_loc_off(loc);
 }
 
+/* Whether the item at loc has this key (the index's match function). */
+static inline bool match_at(void *ctx, uint64_t loc, const char *key, uint8_t klen)
+{
+	const char *p = item_at(ctx, loc);
+	return (uint8_t)p[0] == klen &&
+	       memcmp(p + item_head_len(item_bits(p)), key, klen) == 0;
+}
+
 static inline void found_at(struct shard *s, uint64_t *slot, struct found *f)
 {
 	uint64_t loc = *slot & TABLE_LOC_MASK;

@@ -89,17 +89,16 @@ static inline size_t item_size(uint8_t bits, size_t klen, size_t vlen)
 
 static inline void item_decode(const char *p, struct item_hdr *h)
 {
-	h->klen = (uint8_t)p[0];
-	h->bits = (uint8_t)p[1];
-	uint32_t v = 0;
-	uint64_t seq = 0;
-	size_t o = 2;
-	memcpy(&v, p + o, (h->bits & ITEM_BIG) ? 4 : 3);
-	o += (h->bits & ITEM_BIG) ? 4 : 3;
-	memcpy(&seq, p + o, 6);
+	uint64_t w0, w1;
+	memcpy(&w0, p, 8);  /* klen, bits, vlen (3 or 4), seq's first bytes */
+	h->klen = (uint8_t)w0;
+	h->bits = (uint8_t)(w0 >> 8);
+	size_t o = (h->bits & ITEM_BIG) ? 6 : 5;
+	h->vlen = (h->bits & ITEM_BIG) ? (uint32_t)(w0 >> 16) :
+					 (uint32_t)(w0 >> 16) & 0xFFFFFFu;
+	memcpy(&w1, p + o - 2, 8); /* ends with the head's last seq byte */
+	h->seq = w1 >> 16;
 	o += 6;
-	h->vlen = v;
-	h->seq = seq;
 	h->flags = 0;
 	h->exptime = 0;
 	if (h->bits & ITEM_HAS_FLAGS) {

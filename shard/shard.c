@@ -53,12 +53,6 @@ uint64_t shard_hash(const char *key, size_t len)
 
 /* ---- locations ---------------------------------------------------------- */
 
-static bool match_at(void *ctx, uint64_t loc, const char *key, uint8_t klen)
-{
-	const char *p = item_at(ctx, loc);
-	return (uint8_t)p[0] == klen &&
-	       memcmp(p + item_head_len(item_bits(p)), key, klen) == 0;
-}
 
 /* ---- memory ------------------------------------------------------------- */
 
@@ -233,7 +227,7 @@ static bool lookup(struct shard *s, const struct shard_req *req,
 		   struct found *f, enum item_state *dead)
 {
 	*dead = ITEM_LIVE;
-	uint64_t *slot = table_find(&s->table, req->hash, req->key, req->klen);
+	uint64_t *slot = table_find(&s->table, req->hash, match_at, req->key, req->klen);
 	if (!slot)
 		return false;
 	found_at(s, slot, f);
@@ -691,7 +685,7 @@ struct shard *shard_create(const struct shard_config *cfg)
 	s->expire_started = INT64_MIN;
 	uint32_t size = seg_size_for(cfg->mem_limit);
 	seg_init(&s->seg, h, size, size / 8);
-	if (table_init(&s->table, h, match_at, s) < 0)
+	if (table_init(&s->table, h, s) < 0)
 		goto fail_shard;
 	if (ghost_init(&s->ghost, h, cfg->mem_limit) < 0)
 		goto fail_table;
@@ -739,7 +733,7 @@ void shard_stats_reset(struct shard *s)
 
 bool shard_peek(struct shard *s, const char *key, uint8_t klen)
 {
-	uint64_t *slot = table_find(&s->table, shard_hash(key, klen), key, klen);
+	uint64_t *slot = table_find(&s->table, shard_hash(key, klen), match_at, key, klen);
 	if (!slot)
 		return false;
 	struct found f;
@@ -755,7 +749,7 @@ size_t shard_seg_size(const struct shard *s)
 int shard_where(struct shard *s, const char *key, uint8_t klen,
 		unsigned *freq)
 {
-	uint64_t *slot = table_find(&s->table, shard_hash(key, klen), key, klen);
+	uint64_t *slot = table_find(&s->table, shard_hash(key, klen), match_at, key, klen);
 	if (!slot)
 		return -1;
 	struct found f;

@@ -20,16 +20,10 @@
 /* A rebuild starts when the entries pass LOAD_NUM/LOAD_DEN (0.85). */
 #define LOAD_NUM 17u
 #define LOAD_DEN 20u
-#define TAG_BITS 24u
 
-static inline uint64_t tag_of(uint64_t e) { return e >> TABLE_LOC_BITS; }
-
-static inline size_t home(uint64_t tag, size_t n)
-{
-	return (size_t)((tag * (uint64_t)n) >> TAG_BITS);
-}
-
-static inline size_t next(size_t i, size_t n) { return i + 1 == n ? 0 : i + 1; }
+#define tag_of table__tag
+#define home table__home
+#define next table__next
 
 static int array_alloc(struct table *t, struct table_array *a, size_t n)
 {
@@ -51,10 +45,9 @@ static void array_free(struct table *t, struct table_array *a)
 	a->n = 0;
 }
 
-int table_init(struct table *t, heap_t *heap, table_match_fn match,
-	       void *ctx)
+int table_init(struct table *t, heap_t *heap, void *ctx)
 {
-	*t = (struct table){ .heap = heap, .match = match, .ctx = ctx };
+	*t = (struct table){ .heap = heap, .ctx = ctx };
 	return array_alloc(t, &t->cur, TABLE_MIN_SLOTS);
 }
 
@@ -77,30 +70,6 @@ void table_clear(struct table *t)
 		}
 	}
 	memset(t->cur.slot, 0, t->cur.n * sizeof(uint64_t));
-}
-
-/* The slot of key in array a, or NULL. */
-static uint64_t *find_in(struct table *t, struct table_array *a,
-			 uint64_t tag, const char *key, uint8_t klen)
-{
-	for (size_t i = home(tag, a->n);; i = next(i, a->n)) {
-		uint64_t e = a->slot[i];
-		if (e == TABLE_EMPTY)
-			return NULL;
-		if (tag_of(e) == tag && e != TABLE_TOMB &&
-		    t->match(t->ctx, e & TABLE_LOC_MASK, key, klen))
-			return &a->slot[i];
-	}
-}
-
-uint64_t *table_find(struct table *t, uint64_t hash, const char *key,
-		     uint8_t klen)
-{
-	uint64_t tag = tag_of(table_entry(hash, 0));
-	uint64_t *s = find_in(t, &t->cur, tag, key, klen);
-	if (!s && t->old.slot)
-		s = find_in(t, &t->old, tag, key, klen);
-	return s;
 }
 
 static uint64_t *find_loc_in(struct table_array *a, uint64_t want)

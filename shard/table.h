@@ -63,8 +63,7 @@ struct table_array {
 
 struct table {
 	heap_t *heap;             /* the shard's heap: arrays come from it */
-	void *ctx;                /* for match */
-	table_match_fn match;
+	void *ctx;                /* for the match functions of lookups */
 	struct table_array cur;   /* where inserts go */
 	struct table_array old;   /* slot == NULL unless migrating */
 	size_t cursor;            /* next old slot to move */
@@ -85,16 +84,53 @@ static inline uint64_t table_entry(uint64_t hash, uint64_t loc)
 static inline bool table_is_entry(uint64_t e) { return e > TABLE_TOMB; }
 
 /* Allocates the first array. Returns 0 or -ENOMEM. */
-int table_init(struct table *t, heap_t *heap, table_match_fn match,
-	       void *ctx);
+int table_init(struct table *t, heap_t *heap, void *ctx);
 /* Frees the arrays. */
 void table_deinit(struct table *t);
 /* Forgets every entry and goes back to the first size. */
 void table_clear(struct table *t);
 
-/* The slot of the entry with this key, or NULL. */
-uint64_t *table_find(struct table *t, uint64_t hash, const char *key,
-		     uint8_t klen);
+static inline uint64_t table__tag(uint64_t e) { return e >> TABLE_LOC_BITS; }
+
+static inline size_t table__home(uint64_t tag, size_t n)
+{
+	return (size_t)((tag * (uint64_t)n) >> 24);
+}
+
+static inline size_t table__next(size_t i, size_t n)
+{
+	return i + 1 == n ? 0 : i + 1;
+}
+
+/* The slot of key in array a, or NULL. Inline, so that a constant match
+   function is inlined into the probe loop. */
+static inline uint64_t *table__find_in(struct table_array *a, uint64_t tag,
+				       table_match_fn match, void *ctx,
+				       const char *key, uint8_t klen)
+{
+	for (size_t i = table__home(tag, a->n);; i = table__next(i, a->n)) {
+		uint64_t e = a->slot[i];
+		if (e == TABLE_EMPTY)
+			return NULL;
+		if (table__tag(e) == tag && e != TABLE_TOMB &&
+		    match(ctx, e & TABLE_LOC_MASK, key, klen))
+			return &a->slot[i];
+	}
+}
+
+/* The slot of the entry with this key, or NULL. `match` should be the
+   function given to table_init (it is passed again so that the compiler
+   can inline it). */
+static inline uint64_t *table_find(struct table *t, uint64_t hash,
+				   table_match_fn match, const char *key,
+				   uint8_t klen)
+{
+	uint64_t tag = table__tag(table_entry(hash, 0));
+	uint64_t *s = table__find_in(&t->cur, tag, match, t->ctx, key, klen);
+	if (!s && t->old.slot)
+		s = table__find_in(&t->old, tag, match, t->ctx, key, klen);
+	return s;
+}
 /* The slot holding exactly this location for this hash, or NULL. */
 uint64_t *table_find_loc(struct table *t, uint64_t hash, uint64_t loc);
 /*

@@ -53,7 +53,7 @@ static void fx_init(struct fixture *f, size_t n, bool bad)
 {
 	f->heap = heap_create();
 	CU_ASSERT_FATAL(f->heap != NULL);
-	CU_ASSERT_FATAL(table_init(&f->t, f->heap, match_cb, f) == 0);
+	CU_ASSERT_FATAL(table_init(&f->t, f->heap, f) == 0);
 	f->hash = calloc(n, sizeof(*f->hash));
 	f->present = calloc(n, sizeof(*f->present));
 	CU_ASSERT_FATAL(f->hash && f->present);
@@ -80,7 +80,7 @@ static uint64_t *slot_of(struct fixture *f, size_t i)
 {
 	char key[32];
 	int klen = key_of(i, key);
-	return table_find(&f->t, f->hash[i], key, (uint8_t)klen);
+	return table_find(&f->t, f->hash[i], match_cb, key, (uint8_t)klen);
 }
 
 static bool found(struct fixture *f, size_t i)
