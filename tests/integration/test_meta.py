@@ -2,8 +2,8 @@
 against memcached 1.6.18 started in the same run.
 
 Each script is sent in one piece to ringcached (at -t 1 and -t 4, so keys land
-on the home shard and on others) and to /usr/bin/memcached, always ending in
-"mn", and both replies are read up to the final "MN". cas values and item
+on the home shard and on others) and to /usr/bin/memcached, followed by an mg
+of a key never stored, and both replies are read up to its "EN". cas values and item
 sizes differ by design (a cas here is derived from a per-shard sequence; an
 item is 11 bytes of head, not a slab chunk), so "c<digits>", "cas=<digits>"
 and "size=<digits>" are compared by shape. Where ringcached differs on
@@ -60,12 +60,16 @@ def connect(port):
     return Conn(s)
 
 
+END = b"EN Oend_of_script\r\n"
+
+
 def run(conn, script):
-    """Sends script + "mn", returns every reply byte before the final MN."""
-    conn.send(script + b"mn\r\n")
-    while not conn.buf.endswith(b"MN\r\n"):
+    """Sends script and an mg of a key that is never stored (scripts may
+    hold mn themselves), returns every reply byte before its EN."""
+    conn.send(script + b"mg never_stored Oend_of_script\r\n")
+    while not conn.buf.endswith(END):
         conn._fill()
-    out, conn.buf = conn.buf[:-4], b""
+    out, conn.buf = conn.buf[:-len(END)], b""
     return out
 
 
