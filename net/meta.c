@@ -199,16 +199,16 @@ static const char *flags_pass(const struct tok *t, size_t n, struct meta_req *m,
 {
 	struct shard_req *q = &m->q;
 	struct meta_spec *sp = &m->spec;
-	uint8_t seen[128] = { 0 };
+	uint64_t seen[2] = { 0, 0 }; /* one bit per ASCII letter */
 	const char *err = NULL;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char o = (unsigned char)t[i].p[0];
 		const char *v = t[i].p + 1;
 		size_t vl = t[i].len - 1;
 		uint64_t u;
-		if (o >= 127 || seen[o])
+		if (o >= 127 || (seen[o >> 6] >> (o & 63) & 1))
 			return E_DUP;
-		seen[o] = 1;
+		seen[o >> 6] |= UINT64_C(1) << (o & 63);
 		if (sp->nret < META_RET_MAX)
 			sp->ret[sp->nret++] = (char)o;
 		switch (o) {
