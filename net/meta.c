@@ -28,6 +28,7 @@
  */
 #include "net/meta.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -442,15 +443,67 @@ static int cmd_of(char c)
 	return -1;
 }
 
+/* Every field, one store each (see meta_parse). A field added at the end
+   of either struct must be added here: the asserts say so at build time. */
+_Static_assert(offsetof(struct proto_req, need) + sizeof(size_t) ==
+	       sizeof(struct proto_req), "init_req: set the new proto_req field");
+_Static_assert(offsetof(struct shard_req, initial) + sizeof(uint64_t) ==
+	       sizeof(struct shard_req), "init_q: set the new shard_req field");
+
+static void init_req(struct proto_req *r, struct proto_key *keys)
+{
+	r->cmd = PROTO_CMD_GET;
+	r->noreply = false;
+	r->flags = 0;
+	r->exptime = 0;
+	r->cas = 0;
+	r->delta = 0;
+	r->level = 0;
+	r->value = NULL;
+	r->vlen = 0;
+	r->arg = NULL;
+	r->arg_len = 0;
+	r->nkeys = 0;
+	r->keys = keys;
+	r->consumed = 0;
+	r->error = NULL;
+	r->swallow = 0;
+	r->close = false;
+	r->drop_key = false;
+	r->need = 0;
+}
+
+static void init_q(struct shard_req *q)
+{
+	q->op = SHARD_OP_GET;
+	q->key = NULL;
+	q->klen = 0;
+	q->hash = 0;
+	q->flags = 0;
+	q->exptime = 0;
+	q->cas = 0;
+	q->delta = 0;
+	q->value = NULL;
+	q->vlen = 0;
+	q->mflags = 0;
+	q->vivify = 0;
+	q->recache = 0;
+	q->initial = 0;
+}
+
 enum proto_rc meta_parse(const char *buf, size_t len,
 			 const struct proto_limits *lim, struct proto_key *keys,
 			 struct proto_req *req, struct meta_req *m)
 {
-	memset(req, 0, sizeof(*req));
-	memset(&m->spec, 0, sizeof(m->spec));
-	memset(&m->q, 0, sizeof(m->q));
-	req->keys = keys;
-	req->cmd = PROTO_CMD_GET;
+	/* Field by field: a memset of these ~300 bytes (rep stos) was 40 %
+	   of the parse. The arrays (ret, opaque, kbuf) are written before
+	   they are read. */
+	init_req(req, keys);
+	struct meta_spec *sp = &m->spec;
+	sp->cmd = 0;
+	sp->quiet = sp->b64 = sp->value = sp->concat = false;
+	sp->nret = sp->olen = 0;
+	init_q(&m->q);
 
 	size_t scan = len < lim->line_max ? len : lim->line_max;
 	const char *nl = scan ? memchr(buf, '\n', scan) : NULL;
