@@ -92,7 +92,7 @@ FUZZ_CC   ?= clang
 FUZZ_TIME ?= 30
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN  := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
-FUZZ_LIB  := net/proto.c $(SHARD_SRC)
+FUZZ_LIB  := net/proto.c net/meta.c $(SHARD_SRC)
 
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB) $(wildcard shard/*.h net/*.h)
 	@mkdir -p build/fuzz

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "daemon/log.h"
+#include "net/metaproc.h"
 #include "net/process.h"
 #include "net/proto.h"
 #include "net/udata.h"
@@ -308,9 +309,14 @@ static void parse_input(struct conn *c)
 		if (c->rstart == c->rend || paused(c))
 			break;
 		struct proto_req req;
-		enum proto_rc rc = proto_parse(c->rbuf + c->rstart,
-					       c->rend - c->rstart, &lim,
-					       c->w->keys, &req);
+		struct meta_req meta;
+		const char *in = c->rbuf + c->rstart;
+		bool is_meta = meta_is_cmd(in, c->rend - c->rstart);
+		enum proto_rc rc = is_meta ?
+			meta_parse(in, c->rend - c->rstart, &lim, c->w->keys,
+				   &req, &meta) :
+			proto_parse(in, c->rend - c->rstart, &lim, c->w->keys,
+				    &req);
 		if (rc == PROTO_NEED_MORE) {
 			if (req.need) {
 				if (rbuf_reserve(c, req.need, true) == 0)
@@ -345,7 +351,10 @@ static void parse_input(struct conn *c)
 				c->close_after_send = true;
 			continue;
 		}
-		process_request(c, &req);
+		if (is_meta)
+			metaproc_request(c, &meta);
+		else
+			process_request(c, &req);
 		c->rstart += req.consumed;
 	}
 	compact(c);

@@ -12,6 +12,7 @@
  * last shard has.
  */
 #include "net/process.h"
+#include "net/metaproc.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -472,6 +473,10 @@ void process_execute(struct worker *w, struct xbatch *b)
 			execute_fanout(w, x);
 			continue;
 		}
+		if (x->meta) {
+			metaproc_execute(w, b, x);
+			continue;
+		}
 		struct batch_sink s = { .b = b, .with_cas = x->with_cas };
 		bool read = proto_is_read((enum proto_cmd)x->cmd);
 		x->rc = shard_exec(w->shard, &x->req, &x->res,
@@ -490,6 +495,10 @@ static void complete_one(struct conn *c, struct xbatch *b, struct xreq *x)
 	if (x->gather) {
 		if (--x->gather->remaining == 0 && !c->closing)
 			gather_done(c, x->gather);
+		return;
+	}
+	if (x->meta) {
+		metaproc_complete(c, b, x);
 		return;
 	}
 	if (!x->seg || c->closing)
@@ -524,4 +533,9 @@ void process_complete(struct worker *w, struct xbatch *b)
 		conn_unref(c);
 		x = next;
 	}
+}
+
+struct xreq *process_xreq_new(struct conn *c, const struct shard_req *q)
+{
+	return xreq_new(c, q, PROTO_CMD_GET, XREQ_OP);
 }

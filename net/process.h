@@ -28,4 +28,8 @@ void process_execute(struct worker *w, struct xbatch *b);
 /* Home side: turns a returned batch's answers into reply bytes. */
 void process_complete(struct worker *w, struct xbatch *b);
 
+/* An XREQ_OP xreq for q in c's arena, with copies of key and value, c
+   referenced (for net/metaproc.c). NULL if memory is short. */
+struct xreq *process_xreq_new(struct conn *c, const struct shard_req *q);
+
 #endif

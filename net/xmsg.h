@@ -34,6 +34,7 @@
 
 struct conn;
 struct conn_seg;
+struct meta_spec;
 
 enum xreq_kind {
 	XREQ_OP,          /* one shard_req */
@@ -70,6 +71,8 @@ struct xreq {
 	struct shard_res res;
 	uint32_t out_off, out_len;   /* value reply bytes in the batch buffer */
 	struct xstats *stats;        /* XREQ_STATS: where to copy */
+	const struct meta_spec *meta;/* meta command: its reply recipe, in the
+					arena; NULL for the classic ones */
 };
 
 struct xbatch {

@@ -66,6 +66,8 @@ static bool move_item(struct shard *s, struct found *f, enum seg_queue q,
 		if (!(d = seg_bump(&s->seg, g, f->size, &off)))
 			return false;
 	}
+	if (off == 0)
+		g->born = (uint32_t)s->now;
 	memcpy(d, f->p, f->size);
 	item_set_bits(d, bits);
 	seg_live_add(&s->seg, g, f->size, f->h.exptime);

@@ -19,7 +19,9 @@
  *            (read at least once), ITEM_HAS_FLAGS and ITEM_HAS_EXP (the
  *            optional fields are present: a zero field is left out),
  *            ITEM_BIG (vlen is 32 bits, the head is 12 bytes: only items
- *            of dedicated segments, values of 16 MiB or more).
+ *            of dedicated segments, values of 16 MiB or more),
+ *            ITEM_STALE and ITEM_WIN (the meta protocol's stale-while-
+ *            revalidate state; kept by touch and copy-forward).
  *   seq      the shard's store sequence number; the cas a client sees is
  *            seq * shards + shard id + 1 (shard.c). 2^48 stores per shard.
  *   flags    the client's 32-bit flags, when not 0.
@@ -48,6 +50,8 @@
 #define ITEM_HAS_FLAGS 0x08u
 #define ITEM_HAS_EXP   0x10u
 #define ITEM_BIG       0x20u
+#define ITEM_STALE     0x40u /* meta: invalidated (md I), answers X */
+#define ITEM_WIN       0x80u /* meta: a recache win (W) was handed out */
 #define ITEM_FREQ_MAX  3u
 
 #define ITEM_HEAD      11u

@@ -64,6 +64,9 @@ struct seg {
 	uint8_t queue;           /* enum seg_queue; SEG_NONE if unlinked */
 	bool open;               /* the open segment of its queue */
 	bool dedicated;          /* one large item, sized for it */
+	uint32_t born;           /* shard clock when its first item was
+				    written (meta's "l": an item's age is
+				    at most now - born) */
 	char data[];
 };
 

@@ -144,6 +144,8 @@ static int place(struct shard *s, enum seg_queue q, uint64_t hash,
 			shard__seg_maybe_free(s, old->g);
 		return -ENOMEM;
 	}
+	if (off == 0)
+		g->born = (uint32_t)s->now;
 	uint32_t o = item_encode(p, h);
 	memcpy(p + o, key, h->klen);
 	o += h->klen;
@@ -290,7 +292,7 @@ static void set_exptime(struct shard *s, const struct shard_req *req,
 		return;
 	struct item_hdr h = f->h;
 	h.exptime = (uint32_t)e;
-	h.bits &= ITEM_FREQ | ITEM_FETCHED;
+	h.bits &= ITEM_FREQ | ITEM_FETCHED | ITEM_STALE | ITEM_WIN;
 	struct pieces v = { .a = found_value(f), .alen = f->h.vlen };
 	/* no room for the longer copy: the item goes, as if evicted right
 	   after the touch (keeping it past the new exptime would be wrong) */
@@ -345,15 +347,26 @@ static enum shard_status store_allowed(struct shard *s,
 	case SHARD_OP_ADD:
 		return old ? SHARD_NOT_STORED : SHARD_STORED;
 	case SHARD_OP_REPLACE:
+		return old ? SHARD_STORED : SHARD_NOT_STORED;
 	case SHARD_OP_APPEND:
 	case SHARD_OP_PREPEND:
-		return old ? SHARD_STORED : SHARD_NOT_STORED;
+		if (!old)
+			return SHARD_NOT_STORED;
+		/* ms MA/MP with C: memcached compares a non-zero cas only */
+		if ((req->mflags & SHARD_MF_CAS) && req->cas &&
+		    cas_of(s, old->h.seq) != req->cas)
+			return SHARD_EXISTS;
+		return SHARD_STORED;
 	case SHARD_OP_CAS:
 		if (!old) {
 			s->st.cas_misses++;
 			return SHARD_NOT_FOUND;
 		}
 		if (cas_of(s, old->h.seq) != req->cas) {
+			/* ms I: an older (non-zero) cas stores a stale value */
+			if ((req->mflags & SHARD_MF_STALE) && req->cas &&
+			    req->cas < cas_of(s, old->h.seq))
+				return SHARD_STORED;
 			s->st.cas_badval++;
 			return SHARD_EXISTS;
 		}
@@ -406,7 +419,10 @@ static int do_store(struct shard *s, const struct shard_req *req,
 		res->status = SHARD_TOO_LARGE;
 		return 0;
 	}
-	int64_t exp = concat ? old->h.exptime : abs_exptime(s, req->exptime);
+	/* a stale store (ms I) keeps the item's exptime and win token */
+	bool stale = req->op == SHARD_OP_CAS && cas_of(s, old->h.seq) != req->cas;
+	int64_t exp = concat || stale ? old->h.exptime :
+					abs_exptime(s, req->exptime);
 	if (exp < 0) { /* stored and expired at once: nothing to keep */
 		if (old)
 			shard__drop(s, old);
@@ -419,6 +435,8 @@ static int do_store(struct shard *s, const struct shard_req *req,
 		.exptime = (uint32_t)exp, .seq = s->seq + 1,
 		.bits = old ? (uint8_t)(old->h.bits & ITEM_FREQ) : 0,
 	};
+	if (stale)
+		h.bits |= ITEM_STALE | (old->h.bits & ITEM_WIN);
 	struct pieces v = { .a = req->value, .alen = req->vlen };
 	if (req->op == SHARD_OP_APPEND)
 		v = (struct pieces){ .a = found_value(old), .alen = old->h.vlen,
@@ -431,6 +449,179 @@ static int do_store(struct shard *s, const struct shard_req *req,
 		return 0;
 	}
 	store_done(s, req, res, ++s->seq);
+	return 0;
+}
+
+/* ---- meta commands ----------------------------------------------------- */
+
+/* ttl, la and size of a live item into res. */
+static void meta_fill(const struct shard *s, const struct found *f,
+		      struct shard_res *res)
+{
+	res->ttl = f->h.exptime ? (int64_t)f->h.exptime - s->now : -1;
+	res->la = s->now > (int64_t)f->g->born ?
+			  (uint32_t)(s->now - (int64_t)f->g->born) : 0;
+	res->size = (uint32_t)f->size;
+}
+
+/* The ttl an exptime (absolute, 0 never, <0 gone) leaves. */
+static int64_t ttl_of(const struct shard *s, int64_t e)
+{
+	return e == 0 ? -1 : e < 0 ? 0 : e - s->now;
+}
+
+/*
+ * Creates a missing item (mg N, ma N): value v, flags 0, exptime from the
+ * raw `exp`, extra head bits `bits`. res gets cas, ttl and size. A time in
+ * the past creates nothing but answers as if it had (memcached creates an
+ * item that is expired at once). Returns 0 or -ENOMEM.
+ */
+static int vivify(struct shard *s, const struct shard_req *req,
+		  const char *v, uint32_t vlen, int64_t exp, uint8_t bits,
+		  struct shard_res *res)
+{
+	int64_t e = abs_exptime(s, exp);
+	struct item_hdr h = {
+		.klen = req->klen, .vlen = vlen, .seq = s->seq + 1,
+		.exptime = e < 0 ? 0 : (uint32_t)e, .bits = bits,
+	};
+	struct pieces p = { .a = v, .alen = vlen };
+	if (e >= 0 && place(s, queue_for(s, NULL, req->hash), req->hash,
+			    req->key, NULL, &h, &p) < 0)
+		return -ENOMEM;
+	s->st.total_items++;
+	res->cas = cas_of(s, ++s->seq);
+	res->ttl = ttl_of(s, e);
+	res->size = (uint32_t)item_size(h.bits, h.klen, h.vlen);
+	res->mbits |= SHARD_MB_CREATED;
+	return 0;
+}
+
+/* The W/X/Z answer of an mg hit, from the item's bits before the call. */
+static uint8_t mget_bits(struct shard *s, const struct shard_req *req,
+			 uint8_t b, int64_t exp)
+{
+	uint8_t mb = (b & ITEM_FETCHED) ? SHARD_MB_FETCHED : 0;
+	if (b & ITEM_WIN)
+		mb |= SHARD_MB_TOKEN;
+	if (b & ITEM_STALE) {
+		mb |= SHARD_MB_STALE;
+		if (!(b & ITEM_WIN))
+			mb |= SHARD_MB_WON;
+	}
+	if ((req->mflags & SHARD_MF_RECACHE) && !(b & ITEM_WIN) && exp) {
+		int64_t r = abs_exptime(s, req->recache);
+		if (r > 0 && exp < r)
+			mb |= SHARD_MB_WON;
+	}
+	return mb;
+}
+
+/*
+ * mg (and me): the item's metadata through the sink, its value too with
+ * MF_VALUE. h and l report the state before this call. A win (W) marks the
+ * item so that later readers see Z until a store or md I clears it.
+ */
+static int do_mget(struct shard *s, const struct shard_req *req,
+		   struct shard_res *res, shard_sink_fn sink, void *ctx)
+{
+	uint32_t mf = req->mflags;
+	bool touch = mf & SHARD_MF_TTL;
+	enum item_state dead;
+	struct found f;
+	struct shard_view v = { .key = req->key, .klen = req->klen, .res = res };
+	if (!lookup(s, req, &f, &dead)) {
+		count_read_miss(s, touch, dead);
+		if (!(mf & SHARD_MF_VIVIFY) ||
+		    vivify(s, req, NULL, 0, req->vivify, ITEM_WIN, res) < 0)
+			return 0;
+		res->status = SHARD_HIT;
+		res->mbits |= SHARD_MB_WON;
+		v.cas = res->cas;
+		return sink(ctx, &v) ? 0 : -ENOBUFS;
+	}
+	uint8_t b = f.h.bits;
+	int64_t exp = touch ? abs_exptime(s, req->exptime) : f.h.exptime;
+	meta_fill(s, &f, res);
+	if (touch)
+		res->ttl = ttl_of(s, exp);
+	res->mbits = mget_bits(s, req, b, exp);
+	res->status = SHARD_HIT;
+	res->flags = f.h.flags;
+	res->vlen = f.h.vlen;
+	res->cas = cas_of(s, f.h.seq);
+	v.key = found_key(&f);
+	v.flags = f.h.flags;
+	v.vlen = f.h.vlen;
+	v.cas = res->cas;
+	char *dst = sink(ctx, &v);
+	if (!dst)
+		return -ENOBUFS;
+	if (mf & SHARD_MF_VALUE)
+		memcpy(dst, found_value(&f), f.h.vlen);
+	s->st.cmd_get++;
+	if (touch) {
+		s->st.cmd_touch++;
+		s->st.touch_hits++;
+	} else {
+		s->st.get_hits++;
+	}
+	if (!(mf & SHARD_MF_NOBUMP))
+		touch_freq(&f);
+	if (res->mbits & SHARD_MB_WON) {
+		f.h.bits |= ITEM_WIN;
+		item_set_bits(f.p, f.h.bits);
+	}
+	if (touch)
+		set_exptime(s, req, &f);
+	return 0;
+}
+
+/*
+ * md with I (mark stale: a new cas, the win token cleared, T applied) or
+ * x (the value emptied, flags and exptime kept), or C alone (a compared
+ * delete). Answers SHARD_DELETED ("HD") or SHARD_EXISTS.
+ */
+static int meta_delete(struct shard *s, const struct shard_req *req,
+		       struct shard_res *res, struct found *f)
+{
+	uint32_t mf = req->mflags;
+	if ((mf & SHARD_MF_CAS) && cas_of(s, f->h.seq) != req->cas) {
+		s->st.delete_misses++;
+		res->status = SHARD_EXISTS;
+		return 0;
+	}
+	res->status = SHARD_DELETED;
+	if (!(mf & (SHARD_MF_STALE | SHARD_MF_EMPTY))) {
+		shard__drop(s, f);
+		s->st.delete_hits++;
+		return 0;
+	}
+	uint8_t bits = f->h.bits;
+	if (mf & SHARD_MF_STALE)
+		bits = (uint8_t)((bits | ITEM_STALE) & ~ITEM_WIN);
+	uint64_t seq = ++s->seq;
+	res->cas = cas_of(s, seq);
+	if (mf & SHARD_MF_EMPTY) {
+		struct item_hdr h = f->h;
+		h.vlen = 0;
+		h.seq = seq;
+		h.bits = bits & (ITEM_FREQ | ITEM_FETCHED | ITEM_STALE | ITEM_WIN);
+		struct pieces p = { 0 };
+		if (place(s, queue_for(s, f, req->hash), req->hash, req->key,
+			  f, &h, &p) < 0)
+			shard__drop(s, f);
+		if (!(mf & SHARD_MF_TTL) || !(mf & SHARD_MF_STALE) ||
+		    !lookup(s, req, f, &(enum item_state){ ITEM_LIVE }))
+			return 0;
+	} else {
+		item_set_bits(f->p, bits);
+		item_set_seq(f->p, seq);
+		f->h.bits = bits;
+		f->h.seq = seq;
+	}
+	if ((mf & SHARD_MF_TTL) && (mf & SHARD_MF_STALE))
+		set_exptime(s, req, f);
 	return 0;
 }
 
@@ -464,6 +655,8 @@ static int do_delete(struct shard *s, const struct shard_req *req,
 		res->status = SHARD_NOT_FOUND;
 		return 0;
 	}
+	if (req->mflags)
+		return meta_delete(s, req, res, &f);
 	shard__drop(s, &f);
 	s->st.delete_hits++;
 	res->status = SHARD_DELETED;
@@ -528,6 +721,37 @@ static int store_number(struct shard *s, const struct shard_req *req,
 	return 0;
 }
 
+/* ma N on a miss: the item is created holding J (initial). */
+static int arith_vivify(struct shard *s, const struct shard_req *req,
+			struct shard_res *res)
+{
+	char digits[20];
+	uint32_t n = format_u64(digits, req->initial);
+	if (vivify(s, req, digits, n, req->vivify, 0, res) < 0) {
+		res->status = SHARD_NO_MEMORY;
+		return 0;
+	}
+	res->status = SHARD_NUMBER;
+	res->number = req->initial;
+	return 0;
+}
+
+/* ma after a successful delta: T, then the ttl the reply reports. */
+static void arith_meta(struct shard *s, const struct shard_req *req,
+		       struct shard_res *res)
+{
+	enum item_state dead;
+	struct found f;
+	if (!lookup(s, req, &f, &dead))
+		return;
+	if (req->mflags & SHARD_MF_TTL) {
+		res->ttl = ttl_of(s, abs_exptime(s, req->exptime));
+		set_exptime(s, req, &f);
+		return;
+	}
+	meta_fill(s, &f, res);
+}
+
 static int do_arith(struct shard *s, const struct shard_req *req,
 		    struct shard_res *res)
 {
@@ -535,8 +759,15 @@ static int do_arith(struct shard *s, const struct shard_req *req,
 	enum item_state dead;
 	struct found f;
 	if (!lookup(s, req, &f, &dead)) {
+		if (req->mflags & SHARD_MF_VIVIFY)
+			return arith_vivify(s, req, res);
 		incr ? s->st.incr_misses++ : s->st.decr_misses++;
 		res->status = SHARD_NOT_FOUND;
+		return 0;
+	}
+	if ((req->mflags & SHARD_MF_CAS) && req->cas &&
+	    cas_of(s, f.h.seq) != req->cas) {
+		res->status = SHARD_EXISTS;
 		return 0;
 	}
 	uint64_t v;
@@ -560,6 +791,8 @@ static int do_arith(struct shard *s, const struct shard_req *req,
 	res->status = SHARD_NUMBER;
 	res->number = v;
 	res->cas = cas_of(s, seq);
+	if (req->mflags)
+		arith_meta(s, req, res);
 	return 0;
 }
 
@@ -589,6 +822,8 @@ int shard_exec(struct shard *s, const struct shard_req *req,
 	case SHARD_OP_INCR:
 	case SHARD_OP_DECR:
 		return do_arith(s, req, res);
+	case SHARD_OP_MGET:
+		return sink ? do_mget(s, req, res, sink, ctx) : -EINVAL;
 	}
 	return -EINVAL;
 }

@@ -50,7 +50,31 @@ enum shard_op {
 	SHARD_OP_DELETE,
 	SHARD_OP_INCR,
 	SHARD_OP_DECR,
+	SHARD_OP_MGET,    /* meta get: read, or only the metadata (mflags) */
 };
+
+/*
+ * Modifiers of the meta commands (shard_req.mflags); 0 for the classic
+ * ones. The item head keeps two meta bits: stale (set by md/ms with I) and
+ * win (a W was handed out; cleared by any store and by md I).
+ */
+#define SHARD_MF_VALUE   0x01u /* MGET: copy the value out (v) */
+#define SHARD_MF_NOBUMP  0x02u /* MGET: no access count, not marked fetched */
+#define SHARD_MF_TTL     0x04u /* MGET, DELETE+STALE, INCR/DECR: set exptime */
+#define SHARD_MF_VIVIFY  0x08u /* MGET, INCR/DECR: create on a miss (vivify) */
+#define SHARD_MF_RECACHE 0x10u /* MGET: win if TTL left < recache */
+#define SHARD_MF_CAS     0x20u /* DELETE, INCR/DECR, APPEND/PREPEND: compare */
+#define SHARD_MF_STALE   0x40u /* DELETE: mark stale; CAS: a lower cas stores
+				  the value as stale */
+#define SHARD_MF_EMPTY   0x80u /* DELETE: keep the item with an empty value */
+#define SHARD_MF_META    0x100u /* any meta command: fill res->ttl, la, size */
+
+/* shard_res.mbits */
+#define SHARD_MB_FETCHED 0x01u /* the item had been read before this call */
+#define SHARD_MB_STALE   0x02u /* X */
+#define SHARD_MB_WON     0x04u /* W: this call won the recache */
+#define SHARD_MB_TOKEN   0x08u /* Z: a win had been handed out before */
+#define SHARD_MB_CREATED 0x10u /* vivified by this call */
 
 /* Protocol outcomes. Never an error code. */
 enum shard_status {
@@ -84,6 +108,12 @@ struct shard_req {
 	uint64_t delta;    /* SHARD_OP_INCR / SHARD_OP_DECR */
 	const char *value; /* store ops */
 	uint32_t vlen;
+	/* meta commands only (zero otherwise) */
+	uint32_t mflags;   /* SHARD_MF_* */
+	int64_t vivify;    /* MF_VIVIFY: raw exptime of the created item */
+	int64_t recache;   /* MF_RECACHE: raw exptime; win if the item expires
+			      before it */
+	uint64_t initial;  /* INCR/DECR with MF_VIVIFY: the created value */
 };
 
 struct shard_res {
@@ -92,6 +122,12 @@ struct shard_res {
 	uint32_t vlen;   /* SHARD_HIT */
 	uint64_t cas;    /* SHARD_HIT: the item's cas; stores: the new cas */
 	uint64_t number; /* SHARD_NUMBER */
+	/* meta commands: the item after the call (SHARD_HIT, stores) */
+	int64_t ttl;     /* seconds left, -1 for never */
+	uint32_t la;     /* seconds since the item was written or copied
+			    forward, at most (its segment's age) */
+	uint32_t size;   /* bytes the item takes in its segment */
+	uint8_t mbits;   /* SHARD_MB_* */
 };
 
 /* What a read hands its sink before copying the value out. */
@@ -101,6 +137,7 @@ struct shard_view {
 	uint32_t flags;
 	uint32_t vlen;
 	uint64_t cas;
+	const struct shard_res *res; /* MGET: the meta answer, filled */
 };
 
 /*

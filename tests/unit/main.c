@@ -12,6 +12,7 @@ int test_proto_register(void);
 int test_table_register(void);
 int test_shard_register(void);
 int test_seg_register(void);
+int test_meta_register(void);
 
 int main(void)
 {
@@ -22,6 +23,7 @@ int main(void)
 		test_table_register,
 		test_shard_register,
 		test_seg_register,
+		test_meta_register,
 	};
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 2;
