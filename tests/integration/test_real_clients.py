@@ -239,8 +239,10 @@ $N = (int)getenv('RC_N');
 
 PHP_MEMCACHED = "<?php\n" + PHP_COMMON + r"""
 $m = new Memcached();
-$m->setOption(Memcached::OPT_LIBKETAMA_COMPATIBLE, true);
+// Consistent distribution, then libketama compatibility (ketama over MD5,
+// weighted); in the other order the second call would undo the weighting.
 $m->setOption(Memcached::OPT_DISTRIBUTION, Memcached::DISTRIBUTION_CONSISTENT);
+$m->setOption(Memcached::OPT_LIBKETAMA_COMPATIBLE, true);
 $m->setOption(Memcached::OPT_COMPRESSION, false);
 $m->setOption(Memcached::OPT_BINARY_PROTOCOL, false);
 $m->setOption(Memcached::OPT_CONNECT_TIMEOUT, 5000);
@@ -250,7 +252,8 @@ $m->setOption(Memcached::OPT_SEND_TIMEOUT, 30000000);
 $list = [];
 foreach ($servers as $s) { [$h, $p] = explode(':', $s); $list[] = [$h, (int)$p]; }
 if (!$m->addServers($list)) fail("addServers");
-if ($m->getOption(Memcached::OPT_DISTRIBUTION) !== Memcached::DISTRIBUTION_CONSISTENT) fail("not ketama");
+if (!$m->getOption(Memcached::OPT_LIBKETAMA_COMPATIBLE) || $m->getOption(Memcached::OPT_HASH) !== Memcached::HASH_MD5)
+    fail("not libketama-compatible");
 $per = [];
 for ($i = 0; $i < 300; $i++) $per[$m->getServerByKey("pm:$i")['port']] = 1;
 if (count($per) !== count($servers)) fail("ketama used only " . count($per) . " servers");
