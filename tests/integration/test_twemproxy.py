@@ -41,6 +41,8 @@ class Nutcracker:
         self.tmp = tempfile.TemporaryDirectory(prefix="rc-twem-")
         self.port = conftest.free_port()
         self.stats_port = conftest.free_port()
+        while self.stats_port == self.port:
+            self.stats_port = conftest.free_port()
         self.conf = os.path.join(self.tmp.name, "nutcracker.yml")
         self.log = os.path.join(self.tmp.name, "nutcracker.log")
         lines = [
