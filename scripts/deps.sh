@@ -20,11 +20,21 @@ declare -A probe=(
   [clang]=/usr/bin/clang
   [libclang-rt-14-dev]=/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
   [systemd]=/usr/bin/systemd-analyze
+  # real clients and a proxy for tests/integration/test_real_clients.py and
+  # test_twemproxy.py (globs: the paths carry PHP's API and Perl's versions)
+  [php-cli]=/usr/bin/php
+  [php-memcached]='/usr/lib/php/*/memcached.so'
+  [php-memcache]='/usr/lib/php/*/memcache.so'
+  [libcache-memcached-fast-perl]='/usr/lib/*/perl5/*/Cache/Memcached/Fast.pm'
+  [nutcracker]=/usr/sbin/nutcracker
 )
+
+# A probe may be a glob; the package is there when it matches an existing file.
+present() { compgen -G "$1" >/dev/null; }
 
 missing=()
 for pkg in "${!probe[@]}"; do
-  [ -e "${probe[$pkg]}" ] || missing+=("$pkg")
+  present "${probe[$pkg]}" || missing+=("$pkg")
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
@@ -50,4 +60,8 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null 
 # Debian starts memcached as a service when it is installed; tests start their own.
 if [[ " ${missing[*]} " == *" memcached "* ]] && command -v systemctl >/dev/null 2>&1; then
   $SUDO systemctl disable --now memcached >/dev/null 2>&1 || true
+fi
+# The same for twemproxy: the tests run their own nutcracker on free ports.
+if [[ " ${missing[*]} " == *" nutcracker "* ]] && command -v systemctl >/dev/null 2>&1; then
+  $SUDO systemctl disable --now nutcracker >/dev/null 2>&1 || true
 fi
