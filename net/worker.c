@@ -293,7 +293,9 @@ static void run_loop(struct worker *w)
 	struct worker_group *g = w->group;
 	int64_t deadline = 0;
 	for (;;) {
-		unsigned ms = w->draining ? 10 : g->tick_ms;
+		/* a rebuilding index holds two arrays: finish it while idle */
+		unsigned ms = w->draining ? 10 :
+			      shard_rebuilding(w->shard) ? 1 : g->tick_ms;
 		struct __kernel_timespec ts = {
 			.tv_sec = ms / 1000,
 			.tv_nsec = (long long)(ms % 1000) * 1000000,

@@ -42,7 +42,7 @@
 #include "shard/core.h"
 
 #define SWEEP_SLOTS_PER_UNIT 8u
-#define MIGRATE_SLOTS_PER_UNIT 16u
+#define MIGRATE_SLOTS_PER_UNIT 256u
 #define FRAG_STEP_MIN (256u << 10)
 #define FRAG_SLACK_DIV 32u /* fragmentation up to limit/32 is not charged */
 
@@ -899,6 +899,11 @@ bool shard_tick(struct shard *s, unsigned budget)
 		return true;
 	}
 	return sweep(s, (size_t)budget * SWEEP_SLOTS_PER_UNIT);
+}
+
+bool shard_rebuilding(const struct shard *s)
+{
+	return table_migrating(&s->table);
 }
 
 /* ---- lifecycle, stats, test hooks --------------------------------------- */

@@ -218,6 +218,9 @@ void shard_flush(struct shard *s, int64_t delay);
  * `budget` units of work; returns true if more work is pending.
  */
 bool shard_tick(struct shard *s, unsigned budget);
+/* Whether the index is being rebuilt (its old array still held): the
+   owner should tick again soon rather than sleep. */
+bool shard_rebuilding(const struct shard *s);
 
 void shard_stats(const struct shard *s, struct shard_stats *out);
 /* stats reset: zeroes the counters that memcached's `stats reset` zeroes. */

@@ -45,7 +45,8 @@
 #include "shard/heap.h"
 
 #define TABLE_MIN_SLOTS    64u
-#define TABLE_MIGRATE_STEP 16u /* old slots moved per insert */
+#define TABLE_MIGRATE_STEP 64u /* old slots moved per insert: a migration ends
+				   before the entries grow by 2% */
 #define TABLE_EMPTY        0u
 #define TABLE_TOMB         1u
 #define TABLE_LOC_BITS     40u
