@@ -247,10 +247,18 @@ static void test_memory(void)
 {
 	struct fixture f;
 	fx_init(&f, 1000, false);
-	size_t first = table_bytes(&f.t);
-	CU_ASSERT(first >= 8 * TABLE_MIN_SLOTS);
+	size_t initial = table_bytes(&f.t);
+	CU_ASSERT(initial >= 8 * TABLE_MIN_SLOTS);
 	CU_ASSERT(table_grow_bytes(&f.t) == 0);
+	/* grow past a few rebuilds first, so that the next one's old array
+	   takes more than one insert's migration step */
 	size_t i = 0;
+	for (; i < 600; i++)
+		CU_ASSERT_FATAL(add(&f, i) == 0);
+	while (table_migrate(&f.t, 1))
+		;
+	size_t first = table_bytes(&f.t);
+	CU_ASSERT(table_slots(&f.t) > 2 * TABLE_MIGRATE_STEP);
 	while (table_grow_bytes(&f.t) == 0) {
 		CU_ASSERT_FATAL(add(&f, i) == 0);
 		i++;
@@ -268,7 +276,7 @@ static void test_memory(void)
 		CU_ASSERT(found(&f, j));
 	table_clear(&f.t);
 	CU_ASSERT(table_count(&f.t) == 0);
-	CU_ASSERT(table_bytes(&f.t) == first);
+	CU_ASSERT(table_bytes(&f.t) == initial);
 	CU_ASSERT(absent(&f, 0));
 	fx_deinit(&f);
 }
