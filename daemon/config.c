@@ -36,8 +36,7 @@ void config_init(struct config *c)
 		.item_max = MIB,
 		.backlog = 1024,
 		.reqs_per_event = 20,
-		.line_max = 64 * KIB,
-		.keys_max = 1024,
+		.line_max = 2048,
 	};
 }
 
@@ -165,8 +164,9 @@ static int parse_ext_one(struct config *c, char *opt, FILE *err)
 			return bad(err, "-o line_max", val, "expected a size from 1k to 16m");
 		return 0;
 	}
+	/* Accepted for compatibility: a get takes any number of keys. */
 	if (!strcmp(opt, "keys_max") && val)
-		return parse_u32(err, "-o keys_max", val, 1, 1u << 20, &c->keys_max);
+		return parse_u32(err, "-o keys_max", val, 1, 1u << 20, &u);
 	if (!strcmp(opt, "conn_buffer_max") && val) {
 		if (parse_size(val, 1, (size_t)4 << 30, &c->conn_arena_max) < 0 ||
 		    c->conn_arena_max < 64 * KIB)

@@ -57,6 +57,11 @@ static bool paused(const struct conn *c)
 	       arena_used(&c->arena) + arena_used(&c->out) > arena_soft_limit(c);
 }
 
+bool conn_paused(const struct conn *c)
+{
+	return paused(c);
+}
+
 struct conn *conn_create(struct worker *w, int fd)
 {
 	const struct config *cfg = w->group->cfg;
@@ -67,6 +72,7 @@ struct conn *conn_create(struct worker *w, int fd)
 	}
 	c->w = w;
 	c->fd = fd;
+	c->last_cmd = w->now;
 	arena_init(&c->arena, &w->mem, CONNMEM_BLOCK, cfg->conn_arena_max);
 	/* Headroom for the answers of the cross-shard reads in flight; it
 	   is only allocated when such answers are large. */
@@ -288,13 +294,66 @@ static void refuse_store(struct conn *c, struct proto_req *req)
 	c->swallow = req->need - have;
 }
 
+/* Drops input through the next "\n"; true once it has been found. */
+static bool skip_line(struct conn *c)
+{
+	const char *p = c->rbuf + c->rstart;
+	const char *nl = memchr(p, '\n', c->rend - c->rstart);
+	if (!nl) {
+		c->rstart = c->rend;
+		return false;
+	}
+	c->rstart += (size_t)(nl - p) + 1;
+	c->skip_line = false;
+	return true;
+}
+
+/*
+ * Runs the keys of a read line (or of one piece of it) and moves past what
+ * ran. The read may stop between keys when the connection must pause (its
+ * answers wait to be sent); the line then goes on from the first key that
+ * did not run, once the answers are out and the arenas reset.
+ */
+static void take_read(struct conn *c, struct proto_req *req)
+{
+	int done = process_read(c, req);
+	bool more = req->more;
+	if (done < 0) {
+		/* Given up (out of memory, answered): the rest of the line
+		   is dropped. */
+		c->rd_active = false;
+		c->rstart += req->consumed;
+		c->skip_line = more;
+		return;
+	}
+	if ((uint32_t)done < req->nkeys) {
+		const struct proto_key *k = &req->keys[done - 1];
+		c->rstart = (size_t)(k->ptr + k->len - c->rbuf);
+		more = true;
+	} else {
+		c->rstart += req->consumed;
+	}
+	if (!more) {
+		c->rd_active = false;
+		return;
+	}
+	if (!c->rd_active) {
+		c->rd.cmd = req->cmd;
+		c->rd.exptime = req->exptime;
+		c->rd.nkeys = 0;
+		c->rd_active = true;
+	}
+	c->rd.nkeys += (uint32_t)done;
+	c->rd.checked = req->checked;
+}
+
 static void parse_input(struct conn *c)
 {
 	const struct config *cfg = c->w->group->cfg;
 	const struct proto_limits lim = {
 		.line_max = cfg->line_max,
 		.item_max = cfg->item_max,
-		.keys_max = cfg->keys_max,
+		.keys_max = PROTO_KEYS_CHUNK,
 	};
 	while (!c->closing && !c->close_after_send) {
 		if (c->swallow) {
@@ -305,12 +364,20 @@ static void parse_input(struct conn *c)
 			if (c->swallow)
 				break;
 		}
+		if (c->skip_line && !skip_line(c))
+			break;
 		if (c->rstart == c->rend || paused(c))
 			break;
 		struct proto_req req;
-		enum proto_rc rc = proto_parse(c->rbuf + c->rstart,
-					       c->rend - c->rstart, &lim,
-					       c->w->keys, &req);
+		enum proto_rc rc;
+		if (c->rd_active)
+			rc = proto_parse_more(c->rbuf + c->rstart,
+					      c->rend - c->rstart, &lim,
+					      c->w->keys, &c->rd, &req);
+		else
+			rc = proto_parse(c->rbuf + c->rstart,
+					 c->rend - c->rstart, &lim,
+					 c->w->keys, &req);
 		if (rc == PROTO_NEED_MORE) {
 			if (req.need) {
 				if (rbuf_reserve(c, req.need, true) == 0)
@@ -327,8 +394,10 @@ static void parse_input(struct conn *c)
 			break;
 		}
 		if (rc == PROTO_BAD) {
+			c->rd_active = false;
+			c->skip_line = req.skip_line;
 			/* memcached mutes the error of a noreply request. */
-			if (!req.noreply &&
+			if (!req.noreply && *req.error &&
 			    conn_emit_copy(c, req.error, strlen(req.error)) < 0) {
 				conn_close(c);
 				break;
@@ -343,6 +412,11 @@ static void parse_input(struct conn *c)
 			c->swallow = req.swallow;
 			if (req.close)
 				c->close_after_send = true;
+			continue;
+		}
+		c->last_cmd = c->w->now;
+		if (proto_is_read(req.cmd)) {
+			take_read(c, &req);
 			continue;
 		}
 		process_request(c, &req);

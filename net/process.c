@@ -151,12 +151,21 @@ static void do_single(struct conn *c, const struct proto_req *r)
 		emit_status(c, r->cmd, rc, &res);
 }
 
-static void do_read(struct conn *c, const struct proto_req *r)
+/*
+ * The keys of one piece of a read line, in order; the line's END once its
+ * last piece is done. Stops early (after at least one key) when the
+ * connection must pause, and says how many keys ran; -1 when it gave up on
+ * the line (answered with the out-of-memory error, as memcached does).
+ */
+int process_read(struct conn *c, const struct proto_req *r)
 {
 	struct worker *w = c->w;
 	bool gat = r->cmd == PROTO_CMD_GAT || r->cmd == PROTO_CMD_GATS;
 	bool with_cas = r->cmd == PROTO_CMD_GETS || r->cmd == PROTO_CMD_GATS;
-	for (uint32_t i = 0; i < r->nkeys; i++) {
+	uint32_t i = 0;
+	for (; i < r->nkeys; i++) {
+		if (i && conn_paused(c))
+			return (int)i;
 		struct shard_req q = {
 			.op = gat ? SHARD_OP_GAT : SHARD_OP_GET,
 			.key = r->keys[i].ptr,
@@ -175,16 +184,17 @@ static void do_read(struct conn *c, const struct proto_req *r)
 		if (rc == -ENOBUFS) {
 			if (conn_emit_copy(c, OOM_GET, sizeof(OOM_GET) - 1) < 0)
 				conn_close(c);
-			return;
+			return -1;
 		}
 		if (rc == 0 && res.status == SHARD_HIT &&
 		    conn_emit(c, s.start, s.len) < 0) {
 			conn_close(c);
-			return;
+			return -1;
 		}
 	}
-	if (conn_emit_lit(c, "END\r\n") < 0)
+	if (!r->more && conn_emit_lit(c, "END\r\n") < 0)
 		conn_close(c);
+	return (int)i;
 }
 
 /* ---- whole-cache commands --------------------------------------------- */
@@ -374,7 +384,6 @@ static void do_settings(struct conn *c)
 	o += proto_stat_u64(buf + o, "item_size_max", cfg->item_max);
 	o += proto_stat_u64(buf + o, "reqs_per_event", cfg->reqs_per_event);
 	o += proto_stat_u64(buf + o, "line_max", cfg->line_max);
-	o += proto_stat_u64(buf + o, "keys_max", cfg->keys_max);
 	o += proto_stat_u64(buf + o, "conn_buffer_max", cfg->conn_arena_max);
 	o += proto_stat_u64(buf + o, "conn_mem_max", cfg->conn_mem_max);
 	o += proto_stat_str(buf + o, 300, "domain_socket",
@@ -415,7 +424,8 @@ void process_request(struct conn *c, const struct proto_req *r)
 	case PROTO_CMD_GETS:
 	case PROTO_CMD_GAT:
 	case PROTO_CMD_GATS:
-		do_read(c, r);
+		if (process_read(c, r) >= 0 && r->more)
+			c->skip_line = true; /* a caller that does not stream */
 		break;
 	case PROTO_CMD_FLUSH_ALL:
 		c->w->counters.cmd_flush++;

@@ -22,6 +22,15 @@
 /* Executes or dispatches one parsed request of connection c. */
 void process_request(struct conn *c, const struct proto_req *r);
 
+/*
+ * Runs the keys of one piece of a read line (get, gets, gat, gats) and, when
+ * it is the line's last (!r->more) and every key ran, its END. Stops
+ * between keys once the connection must pause (conn_paused), having run at
+ * least one. Returns how many keys ran, or -1 when the read gave up on the
+ * rest of the line (its error is answered, or the connection closes).
+ */
+int process_read(struct conn *c, const struct proto_req *r);
+
 /* Destination side: runs every request of a batch against w's shard. */
 void process_execute(struct worker *w, struct xbatch *b);
 

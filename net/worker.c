@@ -400,7 +400,7 @@ static int worker_init(struct worker *w)
 		.no_evict = cfg->no_evict,
 	};
 	w->shard = shard_create(&sc);
-	w->keys = heap_zalloc(w->heap, (cfg->keys_max) * sizeof(*w->keys));
+	w->keys = heap_zalloc(w->heap, PROTO_KEYS_CHUNK * sizeof(*w->keys));
 	w->out = heap_zalloc(w->heap, (g->nworkers) * sizeof(*w->out));
 	if (!w->shard || !w->keys || !w->out)
 		return -ENOMEM;

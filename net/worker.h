@@ -112,7 +112,7 @@ struct worker {
 	struct worker_outbox *out;   /* [nworkers], from heap */
 	struct conn *conns;          /* every open connection (list) */
 	struct conn *dirty;          /* connections with output to push */
-	struct proto_key *keys;      /* parser scratch, [cfg->keys_max] */
+	struct proto_key *keys;      /* parser scratch, [PROTO_KEYS_CHUNK] */
 	struct worker_counters counters;
 	bool draining;               /* stop seen: finishing what is open */
 	bool quiet;                  /* counted in group->quiet */
