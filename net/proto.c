@@ -233,7 +233,7 @@ static enum proto_rc read_keys(struct line *l, const char *buf, bool eol,
 	req->checked = checked;
 	const char *stop = l->p;
 	uint32_t n = 0;
-	while (n < lim->keys_max) {
+	for (;;) {
 		if (!next_tok(l, &t)) {
 			if (eol) {
 				req->nkeys = n;
@@ -243,6 +243,8 @@ static enum proto_rc read_keys(struct line *l, const char *buf, bool eol,
 			stop = l->end; /* trailing spaces are taken */
 			break;
 		}
+		if (n == lim->keys_max)
+			break; /* more keys follow: the next call's */
 		bool cut = !eol && t.p + t.len == l->end;
 		if (cut && t.len <= SHARD_KEY_MAX)
 			break; /* the rest of this key has yet to come */
