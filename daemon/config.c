@@ -37,6 +37,7 @@ void config_init(struct config *c)
 		.backlog = 1024,
 		.reqs_per_event = 20,
 		.line_max = 2048,
+		.prefix_delim = ':',
 	};
 }
 
@@ -73,6 +74,8 @@ static const struct flag flag_table[] = {
 	{ "extended", 'o', 1, "OPTS", "comma-separated: line_max=SIZE, keys_max=NUM, "
 	  "conn_buffer_max=SIZE, conn_mem_max=SIZE (all connections' buffers, "
 	  "default max(16m, -m/4)), hashpower=NUM (ignored: the table grows by itself)" },
+	{ "enable-shutdown", 'A', 0, NULL, "let the shutdown command stop the daemon" },
+	{ "prefix-delimiter", 'D', 1, "CHAR", "key prefix delimiter of `stats detail` (default ':')" },
 	{ "help", 'h', 0, NULL, "print this help and exit" },
 	{ "version", 'V', 0, NULL, "print the version and exit" },
 	{ NULL, 0, 0, NULL, NULL },
@@ -255,6 +258,13 @@ static int apply(struct config *c, int opt, const char *arg, FILE *out, FILE *er
 		c->backlog = (int)u;
 		return 0;
 	case 'o': return parse_ext(c, arg, err);
+	case 'A': c->shutdown_enabled = true; return 0;
+	case 'D':
+		/* memcached takes the first character of the argument. */
+		if (!arg[0] || arg[1])
+			return bad(err, "-D", arg, "expected one character");
+		c->prefix_delim = arg[0];
+		return 0;
 	case 'h': usage(out); return CONFIG_EXIT_OK;
 	case 'V': fprintf(out, "ringcached %s\n", CONFIG_VERSION); return CONFIG_EXIT_OK;
 	default:

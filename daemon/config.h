@@ -42,6 +42,8 @@ struct config {
 	size_t conn_mem_max;    /* -o conn_mem_max=: all connections' buffers;
 				   0 until main() sets max(16m, -m / 4) */
 	unsigned watchdog_stall;/* test builds only: stall worker 0 after N s */
+	bool shutdown_enabled;  /* -A: the shutdown command stops the daemon */
+	char prefix_delim;      /* -D: stats detail's prefix delimiter, ':' */
 };
 
 enum config_rc {
