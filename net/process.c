@@ -13,6 +13,8 @@
  */
 #include "net/process.h"
 
+#include "net/admin.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -141,6 +143,8 @@ static void do_single(struct conn *c, const struct proto_req *r)
 		.vlen = r->vlen,
 	};
 	uint32_t dst = shard_route(q.hash, w->group->nworkers);
+	if (detail_on(&w->group->detail))
+		admin_detail_single(w, r);
 	if (dst != w->id) {
 		send_remote(c, dst, &q, r->cmd, r->noreply, false);
 		return;
@@ -174,13 +178,20 @@ int process_read(struct conn *c, const struct proto_req *r)
 			.exptime = r->exptime,
 		};
 		uint32_t dst = shard_route(q.hash, w->group->nworkers);
+		bool detail = detail_on(&w->group->detail);
 		if (dst != w->id) {
+			if (detail)
+				detail_count(&w->group->detail, q.key, q.klen,
+					     DETAIL_GET, false);
 			send_remote(c, dst, &q, r->cmd, false, with_cas);
 			continue;
 		}
 		struct out_sink s = { .c = c, .with_cas = with_cas };
 		struct shard_res res;
 		int rc = shard_exec(w->shard, &q, &res, out_sink, &s);
+		if (detail)
+			detail_count(&w->group->detail, q.key, q.klen, DETAIL_GET,
+				     rc == 0 && res.status == SHARD_HIT);
 		if (rc == -ENOBUFS) {
 			if (conn_emit_copy(c, OOM_GET, sizeof(OOM_GET) - 1) < 0)
 				conn_close(c);
@@ -264,7 +275,7 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 	o += proto_stat_u64(p + o, "evicted_unfetched", t.evicted_unfetched);
 	o += proto_stat_u64(p + o, "evictions", t.evictions);
 	o += proto_stat_u64(p + o, "reclaimed", t.reclaimed);
-	o += proto_stat_u64(p + o, "limit_maxbytes", w->group->cfg->mem_limit);
+	o += proto_stat_u64(p + o, "limit_maxbytes", t.limit_maxbytes);
 	o += proto_stat_u64(p + o, "segments", t.segments);
 	o += proto_stat_u64(p + o, "segments_free", t.segments_free);
 	o += proto_stat_u64(p + o, "segment_bytes", t.segment_bytes);
@@ -289,8 +300,12 @@ static void gather_done(struct conn *c, struct xgather *g)
 {
 	if (!g->seg)
 		return;
-	if (g->cmd == PROTO_CMD_FLUSH_ALL) {
+	if (g->cmd == PROTO_CMD_FLUSH_ALL || g->cmd == PROTO_CMD_CACHE_MEMLIMIT) {
 		conn_fill(c, g->seg, "OK\r\n", 4);
+	} else if (g->parts) {
+		conn_fill(c, g->seg, "END\r\n", 5);
+	} else if (g->stats && g->group) {
+		admin_stats_group(c, g);
 	} else if (g->stats) {
 		char buf[STATS_ROOM];
 		size_t n = compose_stats(buf, c->w, g->stats);
@@ -300,8 +315,9 @@ static void gather_done(struct conn *c, struct xgather *g)
 	}
 }
 
-/* Runs a fan-out request on worker w (any side). */
-static void execute_fanout(struct worker *w, struct xreq *x)
+/* Runs a fan-out request on worker w (any side); a listing goes into
+   b's reply buffer. */
+static void execute_fanout(struct worker *w, struct xreq *x, struct xbatch *b)
 {
 	switch (x->kind) {
 	case XREQ_STATS:
@@ -321,11 +337,19 @@ static void execute_fanout(struct worker *w, struct xreq *x)
 	case XREQ_FLUSH:
 		shard_flush(w->shard, x->req.exptime);
 		break;
+	case XREQ_MEMLIMIT:
+		shard_set_limit(w->shard, (size_t)x->arg);
+		break;
+	case XREQ_TEXT:
+		admin_text(w, x, b);
+		break;
+	case XREQ_OP:
+		break;
 	}
 }
 
-static void do_fanout(struct conn *c, const struct proto_req *r,
-		      enum xreq_kind kind)
+struct xgather *process_fanout(struct conn *c, const struct proto_req *r,
+			       enum xreq_kind kind, const struct xreq *tmpl)
 {
 	struct worker *w = c->w;
 	uint32_t n = w->group->nworkers;
@@ -335,11 +359,20 @@ static void do_fanout(struct conn *c, const struct proto_req *r,
 	memset(g, 0, sizeof(*g));
 	g->cmd = r->cmd;
 	g->remaining = n;
+	if (kind == XREQ_TEXT) {
+		if (!(g->parts = arena_alloc(&c->arena, n * sizeof(*g->parts))))
+			goto oom;
+		for (uint32_t i = 0; i < n; i++)
+			if (!(g->parts[i] = conn_emit_pending(c)))
+				goto oom;
+	}
 	if (!r->noreply && !(g->seg = conn_emit_pending(c)))
 		goto oom;
 	if (kind == XREQ_STATS &&
 	    !(g->stats = arena_alloc(&c->arena, n * sizeof(*g->stats))))
 		goto oom;
+	if (kind == XREQ_STATS && tmpl)
+		g->group = (uint8_t)tmpl->arg;
 	struct shard_req q = { .exptime = r->exptime };
 	for (uint32_t i = 0; i < n; i++) {
 		struct xreq *x = xreq_new(c, &q, r->cmd, kind);
@@ -347,22 +380,39 @@ static void do_fanout(struct conn *c, const struct proto_req *r,
 			goto oom;
 		x->gather = g;
 		x->stats = g->stats ? &g->stats[i] : NULL;
+		x->part = i;
+		if (tmpl) {
+			x->text = tmpl->text;
+			x->arg = tmpl->arg;
+			x->arg2 = tmpl->arg2;
+		}
 		if (i != w->id) {
 			worker_send_xreq(w, i, x);
 			continue;
 		}
-		execute_fanout(w, x);
+		struct xbatch local = { .src = w->id, .dst = w->id };
+		execute_fanout(w, x, &local);
+		if (g->parts)
+			conn_fill(c, g->parts[i], local.buf, local.len);
+		heap_free(local.buf);
 		c->inflight--;
 		c->refs--;
 		if (--g->remaining == 0)
 			gather_done(c, g);
 	}
-	return;
+	return g;
 oom:
 	/* Parts already sent still come back: g stays valid in the arena,
 	   which lives until the last reference goes, and a closing connection
 	   ignores their answers. */
 	conn_close(c);
+	return NULL;
+}
+
+static void do_fanout(struct conn *c, const struct proto_req *r,
+		      enum xreq_kind kind)
+{
+	process_fanout(c, r, kind, NULL);
 }
 
 static void do_settings(struct conn *c)
@@ -401,11 +451,12 @@ static void do_stats(struct conn *c, const struct proto_req *r)
 		do_fanout(c, r, XREQ_STATS_RESET);
 	} else if (r->arg_len == 8 && !memcmp(r->arg, "settings", 8)) {
 		do_settings(c);
+	} else if (admin_stats(c, r)) {
+		/* items, slabs, detail, cachedump, conns: net/admin.c */
 	} else {
 		/* memcached's other groups (items, slabs, ...) have no
 		   meaning here; an empty listing keeps exporters working. */
-		static const char *const empty[] = { "items", "slabs", "sizes",
-						     "conns", NULL };
+		static const char *const empty[] = { "sizes", NULL };
 		for (int i = 0; empty[i]; i++) {
 			if (r->arg_len == strlen(empty[i]) &&
 			    !memcmp(r->arg, empty[i], r->arg_len)) {
@@ -445,7 +496,9 @@ void process_request(struct conn *c, const struct proto_req *r)
 		c->close_after_send = true;
 		break;
 	case PROTO_CMD_SHUTDOWN:
-		conn_emit_lit(c, "ERROR: shutdown not enabled\r\n");
+	case PROTO_CMD_CACHE_MEMLIMIT:
+	case PROTO_CMD_LRU_CRAWLER:
+		admin_request(c, r);
 		break;
 	default:
 		do_single(c, r);
@@ -479,7 +532,10 @@ void process_execute(struct worker *w, struct xbatch *b)
 {
 	for (struct xreq *x = b->head; x; x = x->next) {
 		if (x->kind != XREQ_OP) {
-			execute_fanout(w, x);
+			size_t start = b->len;
+			execute_fanout(w, x, b);
+			x->out_off = (uint32_t)start;
+			x->out_len = (uint32_t)(b->len - start);
 			continue;
 		}
 		struct batch_sink s = { .b = b, .with_cas = x->with_cas };
@@ -498,6 +554,9 @@ void process_execute(struct worker *w, struct xbatch *b)
 static void complete_one(struct conn *c, struct xbatch *b, struct xreq *x)
 {
 	if (x->gather) {
+		if (x->gather->parts && !c->closing)
+			conn_fill(c, x->gather->parts[x->part],
+				  b->buf + x->out_off, x->out_len);
 		if (--x->gather->remaining == 0 && !c->closing)
 			gather_done(c, x->gather);
 		return;
@@ -514,6 +573,8 @@ static void complete_one(struct conn *c, struct xbatch *b, struct xreq *x)
 	} else if (x->rc == -ENOBUFS) {
 		conn_fill(c, x->seg, OOM_GET, sizeof(OOM_GET) - 1);
 	} else if (x->rc == 0 && x->res.status == SHARD_HIT) {
+		if (detail_on(&c->w->group->detail))
+			detail_hit(&c->w->group->detail, x->req.key, x->req.klen);
 		conn_fill(c, x->seg, b->buf + x->out_off, x->out_len);
 	} else {
 		conn_fill(c, x->seg, NULL, 0);

@@ -31,6 +31,17 @@ void process_request(struct conn *c, const struct proto_req *r);
  */
 int process_read(struct conn *c, const struct proto_req *r);
 
+/*
+ * Sends a whole-cache request of `kind` to every worker (the home one runs
+ * it inline) and answers once the last has: OK for flush_all and
+ * cache_memlimit, the stats for XREQ_STATS, the workers' listings in
+ * worker order then END for XREQ_TEXT. tmpl, if not NULL, gives each
+ * xreq's text, arg and arg2. Returns the gather, or NULL when memory was
+ * short (the connection is then closing).
+ */
+struct xgather *process_fanout(struct conn *c, const struct proto_req *r,
+			       enum xreq_kind kind, const struct xreq *tmpl);
+
 /* Destination side: runs every request of a batch against w's shard. */
 void process_execute(struct worker *w, struct xbatch *b);
 

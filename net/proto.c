@@ -603,12 +603,12 @@ enum proto_rc proto_parse(const char *buf, size_t len,
 		return parse_verbosity(&l, req);
 	case PROTO_CMD_STATS:
 	case PROTO_CMD_LRU_CRAWLER:
+	case PROTO_CMD_SHUTDOWN: /* arg: the mode ("graceful") */
 		return parse_stats(&l, req);
 	case PROTO_CMD_CACHE_MEMLIMIT:
 		return parse_memlimit(&l, req);
 	case PROTO_CMD_VERSION:
 	case PROTO_CMD_QUIT:
-	case PROTO_CMD_SHUTDOWN:
 		/* memcached ignores any arguments of these. */
 		break;
 	}

@@ -482,6 +482,8 @@ int worker_start_all(struct worker_group *g)
 		return -ENOMEM;
 	pthread_barrier_init(&g->barrier, NULL, n + 1);
 	connmem_budget_init(&g->mem, g->cfg->conn_mem_max);
+	if (detail_init(&g->detail, g->cfg->prefix_delim) < 0)
+		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++) {
 		struct worker *w = calloc(1, sizeof(*w));
 		if (w) {
@@ -522,4 +524,5 @@ void worker_stop_all(struct worker_group *g)
 	free(g->workers);
 	g->workers = NULL;
 	pthread_barrier_destroy(&g->barrier);
+	detail_deinit(&g->detail);
 }

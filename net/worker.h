@@ -41,6 +41,7 @@
 
 #include "daemon/config.h"
 #include "net/connmem.h"
+#include "net/detail.h"
 #include "net/proto.h"
 #include "shard/shard.h"
 
@@ -81,6 +82,7 @@ struct worker_group {
 	atomic_uint quiet;           /* workers with nothing left in flight */
 	unsigned tick_ms;            /* longest wait of a loop pass */
 	pthread_barrier_t barrier;   /* start-up and shutdown rendezvous */
+	struct detail detail;        /* stats detail (net/detail.h) */
 };
 
 /* One destination's mailbox in a source worker. */
