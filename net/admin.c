@@ -169,11 +169,11 @@ static void do_detail(struct conn *c, const struct proto_req *r)
 		detail_set(d, false);
 		EMIT_LIT(c, "OK\r\n");
 	} else if (arg_is(r->arg2, r->arg2_len, "dump")) {
-		size_t room = detail_dump_room(d) + 4096;
-		char *p = arena_bytes(&c->out, room);
-		long n = p ? detail_dump(d, p, room) : -ENOBUFS;
-		if (n < 0 || conn_emit(c, p, (size_t)n) < 0)
-			EMIT_LIT(c, "SERVER_ERROR out of memory writing stats\r\n");
+		/* Through every worker first, so that the counts of this
+		   connection's earlier requests (remote hits are counted by
+		   the owner) are in; composed in admin_stats_group. */
+		struct xreq t = { .arg = ADMIN_DETAIL };
+		process_fanout(c, r, XREQ_STATS, &t);
 	} else {
 		EMIT_LIT(c, "CLIENT_ERROR usage: stats detail on|off|dump\r\n");
 	}
@@ -230,8 +230,28 @@ static size_t stat_line(char *p, const char *prefix, uint32_t id,
 			       (unsigned long long)v);
 }
 
+static void detail_done(struct conn *c, struct xgather *g)
+{
+	struct detail *d = &c->w->group->detail;
+	size_t room = detail_dump_room(d) + 4096;
+	char *p = arena_bytes(&c->out, room);
+	long n = p ? detail_dump(d, p, room) : -ENOBUFS;
+	if (n < 0) {
+		static const char oom[] = "SERVER_ERROR out of memory writing stats\r\n";
+		conn_fill(c, g->seg, oom, sizeof(oom) - 1);
+		return;
+	}
+	g->seg->pending = false;
+	g->seg->ptr = p;
+	g->seg->len = (uint32_t)n;
+}
+
 void admin_stats_group(struct conn *c, struct xgather *g)
 {
+	if (g->group == ADMIN_DETAIL) {
+		detail_done(c, g);
+		return;
+	}
 	uint32_t n = c->w->group->nworkers;
 	size_t room = (size_t)n * 24 * 80 + 128;
 	char *p = arena_bytes(&c->out, room);

@@ -35,7 +35,7 @@
 
 #define ADMIN_DUMP_MAX ((size_t)2 << 20)
 
-enum admin_group { ADMIN_ITEMS = 1, ADMIN_SLABS = 2 };
+enum admin_group { ADMIN_ITEMS = 1, ADMIN_SLABS = 2, ADMIN_DETAIL = 3 };
 
 /* shutdown, cache_memlimit, lru_crawler. */
 void admin_request(struct conn *c, const struct proto_req *r);

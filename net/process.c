@@ -107,7 +107,7 @@ static struct xreq *xreq_new(struct conn *c, const struct shard_req *q,
 	return x;
 }
 
-static void send_remote(struct conn *c, uint32_t dst, const struct shard_req *q,
+static struct xreq *send_remote(struct conn *c, uint32_t dst, const struct shard_req *q,
 			enum proto_cmd cmd, bool noreply, bool with_cas)
 {
 	struct conn_seg *seg = NULL;
@@ -117,14 +117,15 @@ static void send_remote(struct conn *c, uint32_t dst, const struct shard_req *q,
 	if (!x) {
 		if (seg)
 			conn_fill(c, seg, OOM_REQ, sizeof(OOM_REQ) - 1);
-		return;
+		return NULL;
 	}
 	x->seg = seg;
 	x->with_cas = with_cas;
 	worker_send_xreq(c->w, dst, x);
-	return;
+	return x;
 oom:
 	conn_close(c);
+	return NULL;
 }
 
 static void do_single(struct conn *c, const struct proto_req *r)
@@ -180,10 +181,14 @@ int process_read(struct conn *c, const struct proto_req *r)
 		uint32_t dst = shard_route(q.hash, w->group->nworkers);
 		bool detail = detail_on(&w->group->detail);
 		if (dst != w->id) {
-			if (detail)
+			struct xreq *x = send_remote(c, dst, &q, r->cmd, false,
+						     with_cas);
+			if (detail) {
 				detail_count(&w->group->detail, q.key, q.klen,
 					     DETAIL_GET, false);
-			send_remote(c, dst, &q, r->cmd, false, with_cas);
+				if (x)
+					x->detail = true;
+			}
 			continue;
 		}
 		struct out_sink s = { .c = c, .with_cas = with_cas };
@@ -542,6 +547,13 @@ void process_execute(struct worker *w, struct xbatch *b)
 		bool read = proto_is_read((enum proto_cmd)x->cmd);
 		x->rc = shard_exec(w->shard, &x->req, &x->res,
 				   read ? batch_sink : NULL, &s);
+		/* A remote get's hit is counted where it is known, before the
+		   batch goes back, if counting was on when it was sent: a later
+		   `stats detail dump` (a fan-out that follows it on this path)
+		   sees it. */
+		if (read && x->rc == 0 && x->res.status == SHARD_HIT &&
+		    x->detail)
+			detail_hit(&w->group->detail, x->req.key, x->req.klen);
 		if (x->rc == 0 && x->res.status == SHARD_HIT) {
 			x->out_off = (uint32_t)s.start;
 			x->out_len = (uint32_t)(b->len - s.start);
@@ -573,8 +585,6 @@ static void complete_one(struct conn *c, struct xbatch *b, struct xreq *x)
 	} else if (x->rc == -ENOBUFS) {
 		conn_fill(c, x->seg, OOM_GET, sizeof(OOM_GET) - 1);
 	} else if (x->rc == 0 && x->res.status == SHARD_HIT) {
-		if (detail_on(&c->w->group->detail))
-			detail_hit(&c->w->group->detail, x->req.key, x->req.klen);
 		conn_fill(c, x->seg, b->buf + x->out_off, x->out_len);
 	} else {
 		conn_fill(c, x->seg, NULL, 0);

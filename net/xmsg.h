@@ -87,6 +87,8 @@ struct xreq {
 	uint8_t text;                /* enum xtext */
 	uint32_t part;               /* which of gather->parts */
 	uint64_t arg, arg2;
+	bool detail;                 /* a get sent while stats detail was on:
+					the owner counts its hit */
 };
 
 struct xbatch {
