@@ -71,9 +71,10 @@ static const struct flag flag_table[] = {
 	{ "protocol", 'B', 1, "PROTO", "ascii or auto (the binary protocol is not supported)" },
 	{ "max-reqs-per-event", 'R', 1, "NUM", "accepted for compatibility (default 20)" },
 	{ "listen-backlog", 'b', 1, "NUM", "listen backlog (default 1024)" },
-	{ "extended", 'o', 1, "OPTS", "comma-separated: line_max=SIZE, keys_max=NUM, "
-	  "conn_buffer_max=SIZE, conn_mem_max=SIZE (all connections' buffers, "
-	  "default max(16m, -m/4)), hashpower=NUM (ignored: the table grows by itself)" },
+	{ "extended", 'o', 1, "OPTS", "comma-separated: line_max=SIZE (bytes of a non-get line "
+	  "before its newline, default 2048), conn_buffer_max=SIZE, conn_mem_max=SIZE (all "
+	  "connections' buffers, default max(16m, -m/4)), keys_max=NUM (ignored: a get takes "
+	  "any number of keys), hashpower=NUM (ignored: the table grows by itself)" },
 	{ "enable-shutdown", 'A', 0, NULL, "let the shutdown command stop the daemon" },
 	{ "prefix-delimiter", 'D', 1, "CHAR", "key prefix delimiter of `stats detail` (default ':')" },
 	{ "help", 'h', 0, NULL, "print this help and exit" },
