@@ -276,7 +276,8 @@ static enum proto_rc parse_read(struct line *l, const char *buf, bool eol,
 		if (!next_tok(l, &t) || (!eol && t.p + t.len == l->end)) {
 			/* A line too long to wait for, and no exptime. */
 			req->close = !eol;
-			return bad(req, eol ? E_ERROR : E_CLOSE, l->line_len, 0);
+			return bad(req, eol ? E_ERROR : E_CLOSE,
+				   eol ? l->line_len : (size_t)(l->end - buf), 0);
 		}
 		if (!parse_i64(&t, &req->exptime)) {
 			req->skip_line = !eol;
