@@ -93,6 +93,7 @@ static void do_memlimit(struct conn *c, const struct proto_req *r)
 			emit(c, err, strlen(err));
 		return;
 	}
+	atomic_store(&c->w->group->mem_limit, (size_t)mib << 20);
 	struct xreq t = { .arg = (mib << 20) / n };
 	process_fanout(c, r, XREQ_MEMLIMIT, &t);
 }

@@ -12,6 +12,11 @@
  * request) moves to the front of the read buffer. Bytes of a refused data block are dropped straight from the
  * provided buffer, never copied. A connection that must stop reading
  * (paused, quitting) cancels its multishot receive.
+ * A get/gets/gat/gats line streams (net/proto.h): its keys run a piece at
+ * a time as they are parsed, `rd` keeps the line's state between pieces,
+ * and the read stops between two keys when the connection must pause, so
+ * a line of any length waits in neither the read buffer nor the arenas; a
+ * refused streamed line drops the rest of its bytes (skip_line).
  * Output is a queue of segments over the output arena. After each loop pass
  * the worker calls conn_push() on every connection that produced output,
  * which sends the ready prefix with one send (a sendmsg when it is more

@@ -280,7 +280,7 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 	o += proto_stat_u64(p + o, "evicted_unfetched", t.evicted_unfetched);
 	o += proto_stat_u64(p + o, "evictions", t.evictions);
 	o += proto_stat_u64(p + o, "reclaimed", t.reclaimed);
-	o += proto_stat_u64(p + o, "limit_maxbytes", t.limit_maxbytes);
+	o += proto_stat_u64(p + o, "limit_maxbytes", atomic_load(&w->group->mem_limit));
 	o += proto_stat_u64(p + o, "segments", t.segments);
 	o += proto_stat_u64(p + o, "segments_free", t.segments_free);
 	o += proto_stat_u64(p + o, "segment_bytes", t.segment_bytes);
@@ -425,7 +425,7 @@ static void do_settings(struct conn *c)
 	const struct config *cfg = c->w->group->cfg;
 	char buf[2048];
 	size_t o = 0;
-	o += proto_stat_u64(buf + o, "maxbytes", cfg->mem_limit);
+	o += proto_stat_u64(buf + o, "maxbytes", atomic_load(&c->w->group->mem_limit));
 	o += proto_stat_u64(buf + o, "maxconns", cfg->max_conns);
 	o += proto_stat_u64(buf + o, "tcpport", (uint64_t)cfg->port);
 	o += proto_stat_u64(buf + o, "udpport", 0);

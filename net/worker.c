@@ -484,6 +484,7 @@ int worker_start_all(struct worker_group *g)
 	connmem_budget_init(&g->mem, g->cfg->conn_mem_max);
 	if (detail_init(&g->detail, g->cfg->prefix_delim) < 0)
 		return -ENOMEM;
+	atomic_init(&g->mem_limit, g->cfg->mem_limit);
 	for (uint32_t i = 0; i < n; i++) {
 		struct worker *w = calloc(1, sizeof(*w));
 		if (w) {

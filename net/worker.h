@@ -83,6 +83,7 @@ struct worker_group {
 	unsigned tick_ms;            /* longest wait of a loop pass */
 	pthread_barrier_t barrier;   /* start-up and shutdown rendezvous */
 	struct detail detail;        /* stats detail (net/detail.h) */
+	atomic_size_t mem_limit;     /* -m now: cache_memlimit changes it */
 };
 
 /* One destination's mailbox in a source worker. */

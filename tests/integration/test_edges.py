@@ -336,6 +336,7 @@ def test_cache_memlimit_shrinks(server_factory, threads):
     assert c.cmd("cache_memlimit 8\r\n") == "OK"
     st = c.stats()
     assert int(st["limit_maxbytes"]) == 8 << 20
+    assert int(c.stats("settings")["maxbytes"]) == 8 << 20
     assert int(st["bytes"]) <= 8 << 20
     assert int(st["evictions"]) > 0
     # Stores go on under the new limit, and a larger limit is used again.
