@@ -136,8 +136,42 @@ static void do_crawler(struct conn *c, const struct proto_req *r)
 		EMIT_LIT(c, "BADCLASS invalid class id\r\n");
 		return;
 	}
-	struct xreq t = { .text = XTEXT_METADUMP, .arg = mask };
-	process_fanout(c, r, XREQ_TEXT, &t);
+	c->dump_active = true;
+	c->dump_shard = 0;
+	c->dump_cursor = 0;
+	c->dump_mask = mask;
+}
+
+static bool in_mask(uint64_t mask, uint32_t shard)
+{
+	return shard >= 64 ? mask == UINT64_MAX : (mask >> shard & 1) != 0;
+}
+
+void admin_dump_next(struct conn *c)
+{
+	uint32_t n = c->w->group->nworkers;
+	while (c->dump_shard < n && !in_mask(c->dump_mask, c->dump_shard))
+		c->dump_shard++;
+	if (c->dump_shard >= n) {
+		c->dump_active = false;
+		EMIT_LIT(c, "END\r\n");
+		return;
+	}
+	struct xreq t = { .text = XTEXT_METADUMP, .arg2 = c->dump_cursor };
+	process_send_text(c, c->dump_shard, &t);
+}
+
+void admin_round_done(struct conn *c, struct xreq *x, const char *text,
+		      size_t len)
+{
+	conn_fill(c, x->seg, text, len);
+	if (x->text != XTEXT_METADUMP || !c->dump_active)
+		return;
+	c->dump_cursor = x->arg2;
+	if (c->dump_cursor == SIZE_MAX) {
+		c->dump_shard++;
+		c->dump_cursor = 0;
+	}
 }
 
 void admin_request(struct conn *c, const struct proto_req *r)
@@ -377,7 +411,7 @@ static bool dump_item(void *ctx, const struct shard_item_info *it)
 				      it->fetched ? "yes" : "no", d->cls,
 				      it->size);
 	}
-	if (d->b->len - d->start + n > d->max)
+	if (d->max != SIZE_MAX && d->b->len - d->start + n > d->max)
 		return false;
 	char *p = xbatch_reserve(d->b, n);
 	if (!p)
@@ -448,10 +482,20 @@ void admin_text(struct worker *w, struct xreq *x, struct xbatch *b)
 		.left = x->arg, .bounded = x->text == XTEXT_CACHEDUMP && x->arg,
 		.max = ADMIN_DUMP_MAX, .start = b->len,
 	};
-	if (x->text == XTEXT_CACHEDUMP && x->arg2 != w->id + 1)
+	if (x->text == XTEXT_METADUMP) {
+		/* One round: from the cursor, 64 slots at a time (at most
+		   64 lines, under 64 KiB), until the round's bytes or slots
+		   are used; the cursor goes back in arg2. The callback is
+		   never refused for size, so no line is cut or repeated. */
+		size_t cursor = (size_t)x->arg2, slots = 0;
+		d.max = SIZE_MAX;
+		while (cursor != SIZE_MAX && slots < ADMIN_ROUND_SLOTS &&
+		       b->len - d.start < ADMIN_ROUND_MAX)
+			slots += shard_dump(w->shard, &cursor, 64, dump_item, &d);
+		x->arg2 = cursor;
 		return;
-	if (x->text == XTEXT_METADUMP &&
-	    (w->id >= 64 ? x->arg != UINT64_MAX : !(x->arg >> w->id & 1)))
+	}
+	if (x->arg2 != w->id + 1)
 		return;
 	size_t cursor = 0;
 	while (cursor != SIZE_MAX)

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "daemon/log.h"
+#include "net/admin.h"
 #include "net/process.h"
 #include "net/proto.h"
 #include "net/udata.h"
@@ -165,7 +166,7 @@ void conn_unref(struct conn *c)
 static bool wants_input(const struct conn *c)
 {
 	return !c->closing && !c->close_after_send && !c->peer_eof &&
-	       !paused(c);
+	       !c->dump_active && !paused(c);
 }
 
 static int rbuf_reserve(struct conn *c, size_t need, bool exact);
@@ -371,6 +372,16 @@ static void parse_input(struct conn *c)
 		}
 		if (c->skip_line && !skip_line(c))
 			break;
+		if (c->dump_active) {
+			/* The next round once the last one is out (its
+			   answer sent, the arenas reset): memory stays at
+			   one round. */
+			if (!c->inflight && !c->seg_head)
+				admin_dump_next(c);
+			if (c->dump_active)
+				break;
+			continue;
+		}
 		if (c->rstart == c->rend || paused(c))
 			break;
 		struct proto_req req;
@@ -605,8 +616,9 @@ void conn_push(struct conn *c)
 			conn_close(c);
 			return;
 		}
-		if (c->rstart != c->rend) {
-			/* Requests read while paused, or a partial one. */
+		if (c->rstart != c->rend || c->dump_active) {
+			/* Requests read while paused, or a partial one, or
+			   the next round of a metadump. */
 			parse_input(c);
 			if (c->seg_head || c->inflight)
 				continue;

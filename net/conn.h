@@ -107,6 +107,12 @@ struct conn {
 	bool skip_line;             /* drop input through the next "\n" */
 	struct proto_stream rd;
 	int64_t last_cmd;           /* worker's now (s) at the last request */
+
+	/* A metadump in progress: one round out at a time (net/admin.c). */
+	bool dump_active;
+	uint32_t dump_shard;        /* the shard the next round walks */
+	uint64_t dump_cursor;       /* where in its index (shard_dump) */
+	uint64_t dump_mask;         /* the shards (classes) asked for */
 };
 
 /* A multi-piece send's msghdr and iovecs, lent for the send's duration. */

@@ -414,6 +414,34 @@ oom:
 	return NULL;
 }
 
+struct xreq *process_send_text(struct conn *c, uint32_t dst,
+				const struct xreq *tmpl)
+{
+	struct worker *w = c->w;
+	struct conn_seg *seg = conn_emit_pending(c);
+	struct shard_req q = { 0 };
+	struct xreq *x = seg ? xreq_new(c, &q, PROTO_CMD_LRU_CRAWLER, XREQ_TEXT) : NULL;
+	if (!x) {
+		conn_close(c);
+		return NULL;
+	}
+	x->seg = seg;
+	x->text = tmpl->text;
+	x->arg = tmpl->arg;
+	x->arg2 = tmpl->arg2;
+	if (dst != w->id) {
+		worker_send_xreq(w, dst, x);
+		return x;
+	}
+	struct xbatch local = { .src = w->id, .dst = w->id };
+	execute_fanout(w, x, &local);
+	c->inflight--;
+	c->refs--;
+	admin_round_done(c, x, local.buf, local.len);
+	heap_free(local.buf);
+	return x;
+}
+
 static void do_fanout(struct conn *c, const struct proto_req *r,
 		      enum xreq_kind kind)
 {
@@ -571,6 +599,11 @@ static void complete_one(struct conn *c, struct xbatch *b, struct xreq *x)
 				  b->buf + x->out_off, x->out_len);
 		if (--x->gather->remaining == 0 && !c->closing)
 			gather_done(c, x->gather);
+		return;
+	}
+	if (x->kind == XREQ_TEXT) {
+		if (!c->closing)
+			admin_round_done(c, x, b->buf + x->out_off, x->out_len);
 		return;
 	}
 	if (!x->seg || c->closing)

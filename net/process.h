@@ -42,6 +42,15 @@ int process_read(struct conn *c, const struct proto_req *r);
 struct xgather *process_fanout(struct conn *c, const struct proto_req *r,
 			       enum xreq_kind kind, const struct xreq *tmpl);
 
+/*
+ * One XREQ_TEXT request to worker dst (inline when it is the home one),
+ * answered into a pending segment of its own; admin_round_done() gets the
+ * text when it is back. Returns the xreq, or NULL when memory was short
+ * (the connection is then closing).
+ */
+struct xreq *process_send_text(struct conn *c, uint32_t dst,
+				const struct xreq *tmpl);
+
 /* Destination side: runs every request of a batch against w's shard. */
 void process_execute(struct worker *w, struct xbatch *b);
 

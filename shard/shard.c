@@ -810,23 +810,25 @@ static bool dump_slots(struct shard *s, const uint64_t *slot, size_t from,
 size_t shard_dump(struct shard *s, size_t *cursor, size_t max_slots,
 		  shard_dump_fn fn, void *ctx)
 {
-	/* Slots are numbered over the current array, then the old one. */
+	/* Slots are numbered over the old array (while the table migrates),
+	   then the current one: migration moves entries from old to
+	   current, so an entry not seen yet in old is seen in current. */
 	const struct table *t = &s->table;
-	size_t ncur = t->cur.n, nold = t->old.slot ? t->old.n : 0;
-	size_t at = *cursor, end = ncur + nold;
+	size_t nold = t->old.slot ? t->old.n : 0, ncur = t->cur.n;
+	size_t at = *cursor, end = nold + ncur;
 	if (at >= end) {
 		*cursor = SIZE_MAX;
 		return 0;
 	}
 	size_t stop = end - at > max_slots ? at + max_slots : end;
 	bool go = true;
-	if (at < ncur) {
-		size_t to = stop < ncur ? stop : ncur;
-		go = dump_slots(s, t->cur.slot, at, to, fn, ctx);
+	if (at < nold) {
+		size_t to = stop < nold ? stop : nold;
+		go = dump_slots(s, t->old.slot, at, to, fn, ctx);
 	}
-	if (go && stop > ncur) {
-		size_t from = at > ncur ? at - ncur : 0;
-		go = dump_slots(s, t->old.slot, from, stop - ncur, fn, ctx);
+	if (go && stop > nold) {
+		size_t from = at > nold ? at - nold : 0;
+		go = dump_slots(s, t->cur.slot, from, stop - nold, fn, ctx);
 	}
 	*cursor = go && stop < end ? stop : SIZE_MAX;
 	return stop - at;

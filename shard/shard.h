@@ -257,8 +257,12 @@ typedef bool (*shard_dump_fn)(void *ctx, const struct shard_item_info *it);
  * the slots looked at; *cursor is where the next call goes on, and
  * SIZE_MAX once the walk is over (or fn stopped it). Between calls items
  * may be stored, moved, evicted and the index may grow, so a walk over
- * several calls may miss or repeat an item that changed meanwhile (as
- * memcached's own dumps do); one call sees a consistent index.
+ * several calls may repeat or miss items that changed meanwhile, and when
+ * the index finishes a growth between two calls the walk goes on in the
+ * new array at the same slot number and may repeat or miss a stretch
+ * (memcached's dumps are not consistent either). While nothing is stored
+ * or deleted and no growth ends, a walk sees every item exactly once; one
+ * call sees a consistent index.
  */
 size_t shard_dump(struct shard *s, size_t *cursor, size_t max_slots,
 		  shard_dump_fn fn, void *ctx);

@@ -483,3 +483,55 @@ def test_memcdump_and_memcstat(server):
     text = out.stdout.decode()
     assert "curr_items: %d" % len(KEYS) in text
     assert "Server: 127.0.0.1 (%d)" % server.port in text
+
+
+@pytest.mark.parametrize("nkeys", [200000])
+def test_big_metadump_streams(server_factory, threads, nkeys):
+    """A metadump far over one round (18 MB of lines) lists every key once,
+    with the connection's memory bounded, and what follows it in the
+    pipeline is answered after its END."""
+    s = server_factory("-m", "256", "-o", "conn_mem_max=4m", threads=threads)
+    c = Conn(s.connect(60))
+    key = "user:%08d:" + "x" * 40
+    for start in range(0, nkeys, 5000):
+        c.send(b"".join(b"set %s 0 0 1 noreply\r\n1\r\n" % (key % i).encode()
+                        for i in range(start, start + 5000)))
+    assert c.cmd("version\r\n").startswith("VERSION")
+    assert int(c.stats()["curr_items"]) == nkeys
+    time.sleep(1.5)  # let the index finish growing (see shard_dump)
+    sampler = StatsSampler(s)
+    sampler.start()
+    c.send("lru_crawler metadump all\r\nversion\r\n")
+    seen = set()
+    n = 0
+    while True:
+        while b"\n" not in c.buf:
+            c._fill()
+        line, c.buf = c.buf.split(b"\n", 1)
+        if line == b"END\r":
+            break
+        k = line.split(b" ", 1)[0]
+        assert k.startswith(b"key=user%3A"), line
+        seen.add(k)
+        n += 1
+    assert c.line().startswith("VERSION")
+    peak = sampler.finish()
+    assert n == nkeys and len(seen) == nkeys
+    assert peak <= 4 << 20, peak
+
+
+@pytest.mark.skipif(not shutil.which("memcdump"), reason="no libmemcached-tools")
+def test_memcdump_big(server_factory, threads):
+    s = server_factory(threads=threads)
+    c = Conn(s.connect(60))
+    nkeys = 60000
+    for start in range(0, nkeys, 5000):
+        c.send(b"".join(b"set dump-%d 0 0 1 noreply\r\n1\r\n" % i
+                        for i in range(start, start + 5000)))
+    assert c.cmd("version\r\n").startswith("VERSION")
+    time.sleep(1.5)
+    out = subprocess.run(["memcdump", "--servers=127.0.0.1:%d" % s.port],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    keys = out.stdout.decode().split()
+    assert len(keys) == nkeys and len(set(keys)) == nkeys
