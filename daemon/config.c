@@ -36,8 +36,8 @@ void config_init(struct config *c)
 		.item_max = MIB,
 		.backlog = 1024,
 		.reqs_per_event = 20,
-		.line_max = 64 * KIB,
-		.keys_max = 1024,
+		.line_max = 2048,
+		.prefix_delim = ':',
 	};
 }
 
@@ -71,9 +71,12 @@ static const struct flag flag_table[] = {
 	{ "protocol", 'B', 1, "PROTO", "ascii or auto (the binary protocol is not supported)" },
 	{ "max-reqs-per-event", 'R', 1, "NUM", "accepted for compatibility (default 20)" },
 	{ "listen-backlog", 'b', 1, "NUM", "listen backlog (default 1024)" },
-	{ "extended", 'o', 1, "OPTS", "comma-separated: line_max=SIZE, keys_max=NUM, "
-	  "conn_buffer_max=SIZE, conn_mem_max=SIZE (all connections' buffers, "
-	  "default max(16m, -m/4)), hashpower=NUM (ignored: the table grows by itself)" },
+	{ "extended", 'o', 1, "OPTS", "comma-separated: line_max=SIZE (bytes of a non-get line "
+	  "before its newline, default 2048), conn_buffer_max=SIZE, conn_mem_max=SIZE (all "
+	  "connections' buffers, default max(16m, -m/4)), keys_max=NUM (ignored: a get takes "
+	  "any number of keys), hashpower=NUM (ignored: the table grows by itself)" },
+	{ "enable-shutdown", 'A', 0, NULL, "let the shutdown command stop the daemon" },
+	{ "prefix-delimiter", 'D', 1, "CHAR", "key prefix delimiter of `stats detail` (default ':')" },
 	{ "help", 'h', 0, NULL, "print this help and exit" },
 	{ "version", 'V', 0, NULL, "print the version and exit" },
 	{ NULL, 0, 0, NULL, NULL },
@@ -165,8 +168,9 @@ static int parse_ext_one(struct config *c, char *opt, FILE *err)
 			return bad(err, "-o line_max", val, "expected a size from 1k to 16m");
 		return 0;
 	}
+	/* Accepted for compatibility: a get takes any number of keys. */
 	if (!strcmp(opt, "keys_max") && val)
-		return parse_u32(err, "-o keys_max", val, 1, 1u << 20, &c->keys_max);
+		return parse_u32(err, "-o keys_max", val, 1, 1u << 20, &u);
 	if (!strcmp(opt, "conn_buffer_max") && val) {
 		if (parse_size(val, 1, (size_t)4 << 30, &c->conn_arena_max) < 0 ||
 		    c->conn_arena_max < 64 * KIB)
@@ -255,6 +259,13 @@ static int apply(struct config *c, int opt, const char *arg, FILE *out, FILE *er
 		c->backlog = (int)u;
 		return 0;
 	case 'o': return parse_ext(c, arg, err);
+	case 'A': c->shutdown_enabled = true; return 0;
+	case 'D':
+		/* memcached takes the first character of the argument. */
+		if (!arg[0] || arg[1])
+			return bad(err, "-D", arg, "expected one character");
+		c->prefix_delim = arg[0];
+		return 0;
 	case 'h': usage(out); return CONFIG_EXIT_OK;
 	case 'V': fprintf(out, "ringcached %s\n", CONFIG_VERSION); return CONFIG_EXIT_OK;
 	default:

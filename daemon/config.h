@@ -35,12 +35,15 @@ struct config {
 	int backlog;            /* -b: 1024 */
 	uint32_t reqs_per_event;/* -R: 20 */
 	/* Limits ringcache adds (set with -o). */
-	size_t line_max;        /* -o line_max=: longest request line, 64 KiB */
-	uint32_t keys_max;      /* -o keys_max=: most keys in one get, 1024 */
+	size_t line_max;        /* -o line_max=: most bytes of a request line
+				   before its newline, 2048 (get lines
+				   stream, any length) */
 	size_t conn_arena_max;  /* -o conn_buffer_max=: per-connection arena */
 	size_t conn_mem_max;    /* -o conn_mem_max=: all connections' buffers;
 				   0 until main() sets max(16m, -m / 4) */
 	unsigned watchdog_stall;/* test builds only: stall worker 0 after N s */
+	bool shutdown_enabled;  /* -A: the shutdown command stops the daemon */
+	char prefix_delim;      /* -D: stats detail's prefix delimiter, ':' */
 };
 
 enum config_rc {

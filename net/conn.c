@@ -12,6 +12,11 @@
  * request) moves to the front of the read buffer. Bytes of a refused data block are dropped straight from the
  * provided buffer, never copied. A connection that must stop reading
  * (paused, quitting) cancels its multishot receive.
+ * A get/gets/gat/gats line streams (net/proto.h): its keys run a piece at
+ * a time as they are parsed, `rd` keeps the line's state between pieces,
+ * and the read stops between two keys when the connection must pause, so
+ * a line of any length waits in neither the read buffer nor the arenas; a
+ * refused streamed line drops the rest of its bytes (skip_line).
  * Output is a queue of segments over the output arena. After each loop pass
  * the worker calls conn_push() on every connection that produced output,
  * which sends the ready prefix with one send (a sendmsg when it is more
@@ -26,6 +31,7 @@
 #include <unistd.h>
 
 #include "daemon/log.h"
+#include "net/admin.h"
 #include "net/metaproc.h"
 #include "net/process.h"
 #include "net/proto.h"
@@ -58,6 +64,11 @@ static bool paused(const struct conn *c)
 	       arena_used(&c->arena) + arena_used(&c->out) > arena_soft_limit(c);
 }
 
+bool conn_paused(const struct conn *c)
+{
+	return paused(c);
+}
+
 struct conn *conn_create(struct worker *w, int fd)
 {
 	const struct config *cfg = w->group->cfg;
@@ -68,6 +79,7 @@ struct conn *conn_create(struct worker *w, int fd)
 	}
 	c->w = w;
 	c->fd = fd;
+	c->last_cmd = w->now;
 	arena_init(&c->arena, &w->mem, CONNMEM_BLOCK, cfg->conn_arena_max);
 	/* Headroom for the answers of the cross-shard reads in flight; it
 	   is only allocated when such answers are large. */
@@ -155,7 +167,7 @@ void conn_unref(struct conn *c)
 static bool wants_input(const struct conn *c)
 {
 	return !c->closing && !c->close_after_send && !c->peer_eof &&
-	       !paused(c);
+	       !c->dump_active && !paused(c);
 }
 
 static int rbuf_reserve(struct conn *c, size_t need, bool exact);
@@ -289,13 +301,66 @@ static void refuse_store(struct conn *c, struct proto_req *req)
 	c->swallow = req->need - have;
 }
 
+/* Drops input through the next "\n"; true once it has been found. */
+static bool skip_line(struct conn *c)
+{
+	const char *p = c->rbuf + c->rstart;
+	const char *nl = memchr(p, '\n', c->rend - c->rstart);
+	if (!nl) {
+		c->rstart = c->rend;
+		return false;
+	}
+	c->rstart += (size_t)(nl - p) + 1;
+	c->skip_line = false;
+	return true;
+}
+
+/*
+ * Runs the keys of a read line (or of one piece of it) and moves past what
+ * ran. The read may stop between keys when the connection must pause (its
+ * answers wait to be sent); the line then goes on from the first key that
+ * did not run, once the answers are out and the arenas reset.
+ */
+static void take_read(struct conn *c, struct proto_req *req)
+{
+	int done = process_read(c, req);
+	bool more = req->more;
+	if (done < 0) {
+		/* Given up (out of memory, answered): the rest of the line
+		   is dropped. */
+		c->rd_active = false;
+		c->rstart += req->consumed;
+		c->skip_line = more;
+		return;
+	}
+	if ((uint32_t)done < req->nkeys) {
+		const struct proto_key *k = &req->keys[done - 1];
+		c->rstart = (size_t)(k->ptr + k->len - c->rbuf);
+		more = true;
+	} else {
+		c->rstart += req->consumed;
+	}
+	if (!more) {
+		c->rd_active = false;
+		return;
+	}
+	if (!c->rd_active) {
+		c->rd.cmd = req->cmd;
+		c->rd.exptime = req->exptime;
+		c->rd.nkeys = 0;
+		c->rd_active = true;
+	}
+	c->rd.nkeys += (uint32_t)done;
+	c->rd.checked = req->checked;
+}
+
 static void parse_input(struct conn *c)
 {
 	const struct config *cfg = c->w->group->cfg;
 	const struct proto_limits lim = {
 		.line_max = cfg->line_max,
 		.item_max = cfg->item_max,
-		.keys_max = cfg->keys_max,
+		.keys_max = PROTO_KEYS_CHUNK,
 	};
 	while (!c->closing && !c->close_after_send) {
 		if (c->swallow) {
@@ -306,17 +371,33 @@ static void parse_input(struct conn *c)
 			if (c->swallow)
 				break;
 		}
+		if (c->skip_line && !skip_line(c))
+			break;
+		if (c->dump_active) {
+			/* The next round once the last one is out (its
+			   answer sent, the arenas reset): memory stays at
+			   one round. */
+			if (!c->inflight && !c->seg_head)
+				admin_dump_next(c);
+			if (c->dump_active)
+				break;
+			continue;
+		}
 		if (c->rstart == c->rend || paused(c))
 			break;
 		struct proto_req req;
 		struct meta_req meta;
 		const char *in = c->rbuf + c->rstart;
-		bool is_meta = meta_is_cmd(in, c->rend - c->rstart);
-		enum proto_rc rc = is_meta ?
-			meta_parse(in, c->rend - c->rstart, &lim, c->w->keys,
-				   &req, &meta) :
-			proto_parse(in, c->rend - c->rstart, &lim, c->w->keys,
-				    &req);
+		size_t avail = c->rend - c->rstart;
+		bool is_meta = !c->rd_active && meta_is_cmd(in, avail);
+		enum proto_rc rc;
+		if (is_meta)
+			rc = meta_parse(in, avail, &lim, c->w->keys, &req, &meta);
+		else if (c->rd_active)
+			rc = proto_parse_more(in, avail, &lim, c->w->keys,
+					      &c->rd, &req);
+		else
+			rc = proto_parse(in, avail, &lim, c->w->keys, &req);
 		if (rc == PROTO_NEED_MORE) {
 			if (req.need) {
 				if (rbuf_reserve(c, req.need, true) == 0)
@@ -333,8 +414,10 @@ static void parse_input(struct conn *c)
 			break;
 		}
 		if (rc == PROTO_BAD) {
+			c->rd_active = false;
+			c->skip_line = req.skip_line;
 			/* memcached mutes the error of a noreply request. */
-			if (!req.noreply &&
+			if (!req.noreply && *req.error &&
 			    conn_emit_copy(c, req.error, strlen(req.error)) < 0) {
 				conn_close(c);
 				break;
@@ -351,10 +434,15 @@ static void parse_input(struct conn *c)
 				c->close_after_send = true;
 			continue;
 		}
-		if (is_meta)
+		c->last_cmd = c->w->now;
+		if (is_meta) {
 			metaproc_request(c, &meta);
-		else
+		} else if (proto_is_read(req.cmd)) {
+			take_read(c, &req);
+			continue;
+		} else {
 			process_request(c, &req);
+		}
 		c->rstart += req.consumed;
 	}
 	compact(c);
@@ -535,8 +623,9 @@ void conn_push(struct conn *c)
 			conn_close(c);
 			return;
 		}
-		if (c->rstart != c->rend) {
-			/* Requests read while paused, or a partial one. */
+		if (c->rstart != c->rend || c->dump_active) {
+			/* Requests read while paused, or a partial one, or
+			   the next round of a metadump. */
 			parse_input(c);
 			if (c->seg_head || c->inflight)
 				continue;

@@ -51,6 +51,7 @@
 #include <sys/uio.h>
 
 #include "net/arena.h"
+#include "net/proto.h"
 
 struct worker;
 struct io_uring_cqe;
@@ -100,6 +101,18 @@ struct conn {
 	struct conn_sendv *sendv;   /* lent while a sendmsg is in flight */
 	int64_t send_ms;            /* when the send in flight started
 				       (worker's now_ms) */
+
+	/* A read line being streamed (its keys run as they are parsed). */
+	bool rd_active;             /* rd continues at rstart */
+	bool skip_line;             /* drop input through the next "\n" */
+	struct proto_stream rd;
+	int64_t last_cmd;           /* worker's now (s) at the last request */
+
+	/* A metadump in progress: one round out at a time (net/admin.c). */
+	bool dump_active;
+	uint32_t dump_shard;        /* the shard the next round walks */
+	uint64_t dump_cursor;       /* where in its index (shard_dump) */
+	uint64_t dump_mask;         /* the shards (classes) asked for */
 };
 
 /* A multi-piece send's msghdr and iovecs, lent for the send's duration. */
@@ -149,6 +162,10 @@ struct conn_seg *conn_emit_pending(struct conn *c);
    segment then carries a SERVER_ERROR line instead, or nothing). */
 int conn_fill(struct conn *c, struct conn_seg *seg, const char *p,
 	      size_t len);
+
+/* Whether c stops parsing for now (its arenas past half their bound, or
+   too many cross-shard requests out); a streamed read stops between keys. */
+bool conn_paused(const struct conn *c);
 
 /* Emits a literal string. */
 #define conn_emit_lit(c, s) conn_emit_copy((c), (s), sizeof(s) - 1)

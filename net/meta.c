@@ -445,8 +445,10 @@ static int cmd_of(char c)
 
 /* Every field, one store each (see meta_parse). A field added at the end
    of either struct must be added here: the asserts say so at build time. */
-_Static_assert(offsetof(struct proto_req, need) + sizeof(size_t) ==
-	       sizeof(struct proto_req), "init_req: set the new proto_req field");
+_Static_assert((offsetof(struct proto_req, arg3_len) + sizeof(uint32_t) +
+		_Alignof(struct proto_req) - 1) / _Alignof(struct proto_req) *
+	       _Alignof(struct proto_req) == sizeof(struct proto_req),
+	       "init_req: set the new proto_req field");
 _Static_assert(offsetof(struct shard_req, initial) + sizeof(uint64_t) ==
 	       sizeof(struct shard_req), "init_q: set the new shard_req field");
 
@@ -471,6 +473,13 @@ static void init_req(struct proto_req *r, struct proto_key *keys)
 	r->close = false;
 	r->drop_key = false;
 	r->need = 0;
+	r->more = false;
+	r->checked = false;
+	r->skip_line = false;
+	r->arg2 = NULL;
+	r->arg2_len = 0;
+	r->arg3 = NULL;
+	r->arg3_len = 0;
 }
 
 static void init_q(struct shard_req *q)

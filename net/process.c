@@ -14,6 +14,8 @@
 #include "net/process.h"
 #include "net/metaproc.h"
 
+#include "net/admin.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -106,7 +108,7 @@ static struct xreq *xreq_new(struct conn *c, const struct shard_req *q,
 	return x;
 }
 
-static void send_remote(struct conn *c, uint32_t dst, const struct shard_req *q,
+static struct xreq *send_remote(struct conn *c, uint32_t dst, const struct shard_req *q,
 			enum proto_cmd cmd, bool noreply, bool with_cas)
 {
 	struct conn_seg *seg = NULL;
@@ -116,14 +118,15 @@ static void send_remote(struct conn *c, uint32_t dst, const struct shard_req *q,
 	if (!x) {
 		if (seg)
 			conn_fill(c, seg, OOM_REQ, sizeof(OOM_REQ) - 1);
-		return;
+		return NULL;
 	}
 	x->seg = seg;
 	x->with_cas = with_cas;
 	worker_send_xreq(c->w, dst, x);
-	return;
+	return x;
 oom:
 	conn_close(c);
+	return NULL;
 }
 
 static void do_single(struct conn *c, const struct proto_req *r)
@@ -142,6 +145,8 @@ static void do_single(struct conn *c, const struct proto_req *r)
 		.vlen = r->vlen,
 	};
 	uint32_t dst = shard_route(q.hash, w->group->nworkers);
+	if (detail_on(&w->group->detail))
+		admin_detail_single(w, r);
 	if (dst != w->id) {
 		send_remote(c, dst, &q, r->cmd, r->noreply, false);
 		return;
@@ -152,12 +157,21 @@ static void do_single(struct conn *c, const struct proto_req *r)
 		emit_status(c, r->cmd, rc, &res);
 }
 
-static void do_read(struct conn *c, const struct proto_req *r)
+/*
+ * The keys of one piece of a read line, in order; the line's END once its
+ * last piece is done. Stops early (after at least one key) when the
+ * connection must pause, and says how many keys ran; -1 when it gave up on
+ * the line (answered with the out-of-memory error, as memcached does).
+ */
+int process_read(struct conn *c, const struct proto_req *r)
 {
 	struct worker *w = c->w;
 	bool gat = r->cmd == PROTO_CMD_GAT || r->cmd == PROTO_CMD_GATS;
 	bool with_cas = r->cmd == PROTO_CMD_GETS || r->cmd == PROTO_CMD_GATS;
-	for (uint32_t i = 0; i < r->nkeys; i++) {
+	uint32_t i = 0;
+	for (; i < r->nkeys; i++) {
+		if (i && conn_paused(c))
+			return (int)i;
 		struct shard_req q = {
 			.op = gat ? SHARD_OP_GAT : SHARD_OP_GET,
 			.key = r->keys[i].ptr,
@@ -166,26 +180,38 @@ static void do_read(struct conn *c, const struct proto_req *r)
 			.exptime = r->exptime,
 		};
 		uint32_t dst = shard_route(q.hash, w->group->nworkers);
+		bool detail = detail_on(&w->group->detail);
 		if (dst != w->id) {
-			send_remote(c, dst, &q, r->cmd, false, with_cas);
+			struct xreq *x = send_remote(c, dst, &q, r->cmd, false,
+						     with_cas);
+			if (detail) {
+				detail_count(&w->group->detail, q.key, q.klen,
+					     DETAIL_GET, false);
+				if (x)
+					x->detail = true;
+			}
 			continue;
 		}
 		struct out_sink s = { .c = c, .with_cas = with_cas };
 		struct shard_res res;
 		int rc = shard_exec(w->shard, &q, &res, out_sink, &s);
+		if (detail)
+			detail_count(&w->group->detail, q.key, q.klen, DETAIL_GET,
+				     rc == 0 && res.status == SHARD_HIT);
 		if (rc == -ENOBUFS) {
 			if (conn_emit_copy(c, OOM_GET, sizeof(OOM_GET) - 1) < 0)
 				conn_close(c);
-			return;
+			return -1;
 		}
 		if (rc == 0 && res.status == SHARD_HIT &&
 		    conn_emit(c, s.start, s.len) < 0) {
 			conn_close(c);
-			return;
+			return -1;
 		}
 	}
-	if (conn_emit_lit(c, "END\r\n") < 0)
+	if (!r->more && conn_emit_lit(c, "END\r\n") < 0)
 		conn_close(c);
+	return (int)i;
 }
 
 /* ---- whole-cache commands --------------------------------------------- */
@@ -255,7 +281,7 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 	o += proto_stat_u64(p + o, "evicted_unfetched", t.evicted_unfetched);
 	o += proto_stat_u64(p + o, "evictions", t.evictions);
 	o += proto_stat_u64(p + o, "reclaimed", t.reclaimed);
-	o += proto_stat_u64(p + o, "limit_maxbytes", w->group->cfg->mem_limit);
+	o += proto_stat_u64(p + o, "limit_maxbytes", atomic_load(&w->group->mem_limit));
 	o += proto_stat_u64(p + o, "segments", t.segments);
 	o += proto_stat_u64(p + o, "segments_free", t.segments_free);
 	o += proto_stat_u64(p + o, "segment_bytes", t.segment_bytes);
@@ -280,8 +306,12 @@ static void gather_done(struct conn *c, struct xgather *g)
 {
 	if (!g->seg)
 		return;
-	if (g->cmd == PROTO_CMD_FLUSH_ALL) {
+	if (g->cmd == PROTO_CMD_FLUSH_ALL || g->cmd == PROTO_CMD_CACHE_MEMLIMIT) {
 		conn_fill(c, g->seg, "OK\r\n", 4);
+	} else if (g->parts) {
+		conn_fill(c, g->seg, "END\r\n", 5);
+	} else if (g->stats && g->group) {
+		admin_stats_group(c, g);
 	} else if (g->stats) {
 		char buf[STATS_ROOM];
 		size_t n = compose_stats(buf, c->w, g->stats);
@@ -291,8 +321,9 @@ static void gather_done(struct conn *c, struct xgather *g)
 	}
 }
 
-/* Runs a fan-out request on worker w (any side). */
-static void execute_fanout(struct worker *w, struct xreq *x)
+/* Runs a fan-out request on worker w (any side); a listing goes into
+   b's reply buffer. */
+static void execute_fanout(struct worker *w, struct xreq *x, struct xbatch *b)
 {
 	switch (x->kind) {
 	case XREQ_STATS:
@@ -312,11 +343,19 @@ static void execute_fanout(struct worker *w, struct xreq *x)
 	case XREQ_FLUSH:
 		shard_flush(w->shard, x->req.exptime);
 		break;
+	case XREQ_MEMLIMIT:
+		shard_set_limit(w->shard, (size_t)x->arg);
+		break;
+	case XREQ_TEXT:
+		admin_text(w, x, b);
+		break;
+	case XREQ_OP:
+		break;
 	}
 }
 
-static void do_fanout(struct conn *c, const struct proto_req *r,
-		      enum xreq_kind kind)
+struct xgather *process_fanout(struct conn *c, const struct proto_req *r,
+			       enum xreq_kind kind, const struct xreq *tmpl)
 {
 	struct worker *w = c->w;
 	uint32_t n = w->group->nworkers;
@@ -326,11 +365,20 @@ static void do_fanout(struct conn *c, const struct proto_req *r,
 	memset(g, 0, sizeof(*g));
 	g->cmd = r->cmd;
 	g->remaining = n;
+	if (kind == XREQ_TEXT) {
+		if (!(g->parts = arena_alloc(&c->arena, n * sizeof(*g->parts))))
+			goto oom;
+		for (uint32_t i = 0; i < n; i++)
+			if (!(g->parts[i] = conn_emit_pending(c)))
+				goto oom;
+	}
 	if (!r->noreply && !(g->seg = conn_emit_pending(c)))
 		goto oom;
 	if (kind == XREQ_STATS &&
 	    !(g->stats = arena_alloc(&c->arena, n * sizeof(*g->stats))))
 		goto oom;
+	if (kind == XREQ_STATS && tmpl)
+		g->group = (uint8_t)tmpl->arg;
 	struct shard_req q = { .exptime = r->exptime };
 	for (uint32_t i = 0; i < n; i++) {
 		struct xreq *x = xreq_new(c, &q, r->cmd, kind);
@@ -338,22 +386,67 @@ static void do_fanout(struct conn *c, const struct proto_req *r,
 			goto oom;
 		x->gather = g;
 		x->stats = g->stats ? &g->stats[i] : NULL;
+		x->part = i;
+		if (tmpl) {
+			x->text = tmpl->text;
+			x->arg = tmpl->arg;
+			x->arg2 = tmpl->arg2;
+		}
 		if (i != w->id) {
 			worker_send_xreq(w, i, x);
 			continue;
 		}
-		execute_fanout(w, x);
+		struct xbatch local = { .src = w->id, .dst = w->id };
+		execute_fanout(w, x, &local);
+		if (g->parts)
+			conn_fill(c, g->parts[i], local.buf, local.len);
+		heap_free(local.buf);
 		c->inflight--;
 		c->refs--;
 		if (--g->remaining == 0)
 			gather_done(c, g);
 	}
-	return;
+	return g;
 oom:
 	/* Parts already sent still come back: g stays valid in the arena,
 	   which lives until the last reference goes, and a closing connection
 	   ignores their answers. */
 	conn_close(c);
+	return NULL;
+}
+
+struct xreq *process_send_text(struct conn *c, uint32_t dst,
+				const struct xreq *tmpl)
+{
+	struct worker *w = c->w;
+	struct conn_seg *seg = conn_emit_pending(c);
+	struct shard_req q = { 0 };
+	struct xreq *x = seg ? xreq_new(c, &q, PROTO_CMD_LRU_CRAWLER, XREQ_TEXT) : NULL;
+	if (!x) {
+		conn_close(c);
+		return NULL;
+	}
+	x->seg = seg;
+	x->text = tmpl->text;
+	x->arg = tmpl->arg;
+	x->arg2 = tmpl->arg2;
+	if (dst != w->id) {
+		worker_send_xreq(w, dst, x);
+		return x;
+	}
+	struct xbatch local = { .src = w->id, .dst = w->id };
+	execute_fanout(w, x, &local);
+	c->inflight--;
+	c->refs--;
+	admin_round_done(c, x, local.buf, local.len);
+	heap_free(local.buf);
+	return x;
+}
+
+static void do_fanout(struct conn *c, const struct proto_req *r,
+		      enum xreq_kind kind)
+{
+	process_fanout(c, r, kind, NULL);
 }
 
 static void do_settings(struct conn *c)
@@ -361,7 +454,7 @@ static void do_settings(struct conn *c)
 	const struct config *cfg = c->w->group->cfg;
 	char buf[2048];
 	size_t o = 0;
-	o += proto_stat_u64(buf + o, "maxbytes", cfg->mem_limit);
+	o += proto_stat_u64(buf + o, "maxbytes", atomic_load(&c->w->group->mem_limit));
 	o += proto_stat_u64(buf + o, "maxconns", cfg->max_conns);
 	o += proto_stat_u64(buf + o, "tcpport", (uint64_t)cfg->port);
 	o += proto_stat_u64(buf + o, "udpport", 0);
@@ -375,7 +468,6 @@ static void do_settings(struct conn *c)
 	o += proto_stat_u64(buf + o, "item_size_max", cfg->item_max);
 	o += proto_stat_u64(buf + o, "reqs_per_event", cfg->reqs_per_event);
 	o += proto_stat_u64(buf + o, "line_max", cfg->line_max);
-	o += proto_stat_u64(buf + o, "keys_max", cfg->keys_max);
 	o += proto_stat_u64(buf + o, "conn_buffer_max", cfg->conn_arena_max);
 	o += proto_stat_u64(buf + o, "conn_mem_max", cfg->conn_mem_max);
 	o += proto_stat_str(buf + o, 300, "domain_socket",
@@ -393,11 +485,12 @@ static void do_stats(struct conn *c, const struct proto_req *r)
 		do_fanout(c, r, XREQ_STATS_RESET);
 	} else if (r->arg_len == 8 && !memcmp(r->arg, "settings", 8)) {
 		do_settings(c);
+	} else if (admin_stats(c, r)) {
+		/* items, slabs, detail, cachedump, conns: net/admin.c */
 	} else {
 		/* memcached's other groups (items, slabs, ...) have no
 		   meaning here; an empty listing keeps exporters working. */
-		static const char *const empty[] = { "items", "slabs", "sizes",
-						     "conns", NULL };
+		static const char *const empty[] = { "sizes", NULL };
 		for (int i = 0; empty[i]; i++) {
 			if (r->arg_len == strlen(empty[i]) &&
 			    !memcmp(r->arg, empty[i], r->arg_len)) {
@@ -416,7 +509,8 @@ void process_request(struct conn *c, const struct proto_req *r)
 	case PROTO_CMD_GETS:
 	case PROTO_CMD_GAT:
 	case PROTO_CMD_GATS:
-		do_read(c, r);
+		if (process_read(c, r) >= 0 && r->more)
+			c->skip_line = true; /* a caller that does not stream */
 		break;
 	case PROTO_CMD_FLUSH_ALL:
 		c->w->counters.cmd_flush++;
@@ -436,7 +530,9 @@ void process_request(struct conn *c, const struct proto_req *r)
 		c->close_after_send = true;
 		break;
 	case PROTO_CMD_SHUTDOWN:
-		conn_emit_lit(c, "ERROR: shutdown not enabled\r\n");
+	case PROTO_CMD_CACHE_MEMLIMIT:
+	case PROTO_CMD_LRU_CRAWLER:
+		admin_request(c, r);
 		break;
 	default:
 		do_single(c, r);
@@ -470,7 +566,10 @@ void process_execute(struct worker *w, struct xbatch *b)
 {
 	for (struct xreq *x = b->head; x; x = x->next) {
 		if (x->kind != XREQ_OP) {
-			execute_fanout(w, x);
+			size_t start = b->len;
+			execute_fanout(w, x, b);
+			x->out_off = (uint32_t)start;
+			x->out_len = (uint32_t)(b->len - start);
 			continue;
 		}
 		if (x->meta) {
@@ -481,6 +580,13 @@ void process_execute(struct worker *w, struct xbatch *b)
 		bool read = proto_is_read((enum proto_cmd)x->cmd);
 		x->rc = shard_exec(w->shard, &x->req, &x->res,
 				   read ? batch_sink : NULL, &s);
+		/* A remote get's hit is counted where it is known, before the
+		   batch goes back, if counting was on when it was sent: a later
+		   `stats detail dump` (a fan-out that follows it on this path)
+		   sees it. */
+		if (read && x->rc == 0 && x->res.status == SHARD_HIT &&
+		    x->detail)
+			detail_hit(&w->group->detail, x->req.key, x->req.klen);
 		if (x->rc == 0 && x->res.status == SHARD_HIT) {
 			x->out_off = (uint32_t)s.start;
 			x->out_len = (uint32_t)(b->len - s.start);
@@ -493,12 +599,20 @@ void process_execute(struct worker *w, struct xbatch *b)
 static void complete_one(struct conn *c, struct xbatch *b, struct xreq *x)
 {
 	if (x->gather) {
+		if (x->gather->parts && !c->closing)
+			conn_fill(c, x->gather->parts[x->part],
+				  b->buf + x->out_off, x->out_len);
 		if (--x->gather->remaining == 0 && !c->closing)
 			gather_done(c, x->gather);
 		return;
 	}
 	if (x->meta) {
 		metaproc_complete(c, b, x);
+		return;
+	}
+	if (x->kind == XREQ_TEXT) {
+		if (!c->closing)
+			admin_round_done(c, x, b->buf + x->out_off, x->out_len);
 		return;
 	}
 	if (!x->seg || c->closing)

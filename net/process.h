@@ -22,6 +22,35 @@
 /* Executes or dispatches one parsed request of connection c. */
 void process_request(struct conn *c, const struct proto_req *r);
 
+/*
+ * Runs the keys of one piece of a read line (get, gets, gat, gats) and, when
+ * it is the line's last (!r->more) and every key ran, its END. Stops
+ * between keys once the connection must pause (conn_paused), having run at
+ * least one. Returns how many keys ran, or -1 when the read gave up on the
+ * rest of the line (its error is answered, or the connection closes).
+ */
+int process_read(struct conn *c, const struct proto_req *r);
+
+/*
+ * Sends a whole-cache request of `kind` to every worker (the home one runs
+ * it inline) and answers once the last has: OK for flush_all and
+ * cache_memlimit, the stats for XREQ_STATS, the workers' listings in
+ * worker order then END for XREQ_TEXT. tmpl, if not NULL, gives each
+ * xreq's text, arg and arg2. Returns the gather, or NULL when memory was
+ * short (the connection is then closing).
+ */
+struct xgather *process_fanout(struct conn *c, const struct proto_req *r,
+			       enum xreq_kind kind, const struct xreq *tmpl);
+
+/*
+ * One XREQ_TEXT request to worker dst (inline when it is the home one),
+ * answered into a pending segment of its own; admin_round_done() gets the
+ * text when it is back. Returns the xreq, or NULL when memory was short
+ * (the connection is then closing).
+ */
+struct xreq *process_send_text(struct conn *c, uint32_t dst,
+				const struct xreq *tmpl);
+
 /* Destination side: runs every request of a batch against w's shard. */
 void process_execute(struct worker *w, struct xbatch *b);
 

@@ -23,8 +23,14 @@
  *    its data block dropped when that length is readable, where memcached
  *    would execute the value's bytes as commands.
  *  - gat/gats without a key is ERROR (memcached answers a bare "END").
- *  - a multi-key read over lim->keys_max keys is refused with
- *    "CLIENT_ERROR too many keys" (memcached has no such bound).
+ *  - a read line streams: any number of keys, lim->keys_max per call (see
+ *    proto.h); a bad key that arrives after earlier keys were answered
+ *    gets its error after their answers (memcached answers the whole line
+ *    with the error alone, as it holds the whole line).
+ *  - a non-read line with no newline in its first line_max bytes closes
+ *    the connection (memcached: 2048 bytes without a newline, counted over
+ *    what it has read, so a longer line that arrives whole is still
+ *    parsed there; here the rule does not depend on how bytes arrive).
  *
  * noreply: memcached sends nothing at all for a refused request whose last
  * token is "noreply" once it has accepted the token count (out_string() is
@@ -50,8 +56,9 @@ static const char E_DELTA[] = "CLIENT_ERROR invalid numeric delta argument\r\n";
 static const char E_EXPTIME[] = "CLIENT_ERROR invalid exptime argument\r\n";
 static const char E_CHUNK[] = "CLIENT_ERROR bad data chunk\r\n";
 static const char E_LARGE[] = "SERVER_ERROR object too large for cache\r\n";
-static const char E_LINE[] = "CLIENT_ERROR line too long\r\n";
-static const char E_KEYS[] = "CLIENT_ERROR too many keys\r\n";
+/* No reply at all: the connection closes (memcached's way with a line
+   too long and with an HTTP request). */
+static const char E_CLOSE[] = "";
 
 struct tok {
 	const char *p;
@@ -197,32 +204,107 @@ static void set_key(struct proto_req *req, const struct tok *t)
 
 /* ---- commands ---------------------------------------------------------- */
 
+/*
+ * Takes the keys of a read line from l->p, at most lim->keys_max of them.
+ * With `eol`, l->end is the end of the line (its newline is in the buffer);
+ * without, it is the end of the buffer, and a last token that reaches it
+ * may be cut. Unless the rest of the line is `checked` already, a complete
+ * line is checked whole first, so that a bad key refuses it before any of
+ * its keys runs. `before` is how many keys earlier calls returned.
+ */
+static enum proto_rc read_keys(struct line *l, const char *buf, bool eol,
+			       bool checked, uint64_t before,
+			       const struct proto_limits *lim,
+			       struct proto_req *req)
+{
+	struct tok t;
+	if (eol && !checked) {
+		struct line v = *l;
+		uint64_t n = before;
+		while (next_tok(&v, &t)) {
+			if (!key_ok(&t))
+				return bad(req, E_FORMAT, l->line_len, 0);
+			n++;
+		}
+		if (n == 0)
+			return bad(req, E_ERROR, l->line_len, 0);
+		checked = true;
+	}
+	req->checked = checked;
+	const char *stop = l->p;
+	uint32_t n = 0;
+	for (;;) {
+		if (!next_tok(l, &t)) {
+			if (eol) {
+				req->nkeys = n;
+				req->consumed = l->line_len;
+				return PROTO_REQ;
+			}
+			stop = l->end; /* trailing spaces are taken */
+			break;
+		}
+		if (n == lim->keys_max)
+			break; /* more keys follow: the next call's */
+		bool cut = !eol && t.p + t.len == l->end;
+		if (cut && t.len <= SHARD_KEY_MAX)
+			break; /* the rest of this key has yet to come */
+		if (!key_ok(&t)) {
+			/* Only a line whose end has not arrived gets here. */
+			req->skip_line = true;
+			return bad(req, E_FORMAT, (size_t)(l->end - buf), 0);
+		}
+		req->keys[n].ptr = t.p;
+		req->keys[n].len = (uint8_t)t.len;
+		n++;
+		stop = t.p + t.len;
+	}
+	if (n == 0 && stop == buf)
+		return PROTO_NEED_MORE;
+	req->nkeys = n;
+	req->more = true;
+	req->consumed = (size_t)(stop - buf);
+	return PROTO_REQ;
+}
+
 /* get/gets <key>+ ; gat/gats <exptime> <key>+ */
-static enum proto_rc parse_read(struct line *l, const struct proto_limits *lim,
+static enum proto_rc parse_read(struct line *l, const char *buf, bool eol,
+				const struct proto_limits *lim,
 				struct proto_req *req)
 {
 	struct tok t;
 	if (req->cmd == PROTO_CMD_GAT || req->cmd == PROTO_CMD_GATS) {
-		if (!next_tok(l, &t))
-			return bad(req, E_ERROR, l->line_len, 0);
-		if (!parse_i64(&t, &req->exptime))
-			return bad(req, E_EXPTIME, l->line_len, 0);
+		if (!next_tok(l, &t) || (!eol && t.p + t.len == l->end)) {
+			/* A line too long to wait for, and no exptime. */
+			req->close = !eol;
+			return bad(req, eol ? E_ERROR : E_CLOSE,
+				   eol ? l->line_len : (size_t)(l->end - buf), 0);
+		}
+		if (!parse_i64(&t, &req->exptime)) {
+			req->skip_line = !eol;
+			return bad(req, E_EXPTIME,
+				   eol ? l->line_len : (size_t)(l->end - buf), 0);
+		}
 	}
-	uint32_t n = 0;
-	while (next_tok(l, &t)) {
-		if (!key_ok(&t))
-			return bad(req, E_FORMAT, l->line_len, 0);
-		if (n == lim->keys_max)
-			return bad(req, E_KEYS, l->line_len, 0);
-		req->keys[n].ptr = t.p;
-		req->keys[n].len = (uint8_t)t.len;
-		n++;
-	}
-	if (n == 0)
-		return bad(req, E_ERROR, l->line_len, 0);
-	req->nkeys = n;
-	req->consumed = l->line_len;
-	return PROTO_REQ;
+	return read_keys(l, buf, eol, false, 0, lim, req);
+}
+
+enum proto_rc proto_parse_more(const char *buf, size_t len,
+			       const struct proto_limits *lim,
+			       struct proto_key *keys,
+			       const struct proto_stream *st,
+			       struct proto_req *req)
+{
+	memset(req, 0, sizeof(*req));
+	req->keys = keys;
+	req->cmd = st->cmd;
+	req->exptime = st->exptime;
+	const char *nl = len ? memchr(buf, '\n', len) : NULL;
+	struct line l = {
+		.p = buf,
+		.end = !nl ? buf + len : nl > buf && nl[-1] == '\r' ? nl - 1 : nl,
+		.line_len = nl ? (size_t)(nl - buf) + 1 : 0,
+	};
+	return read_keys(&l, buf, nl != NULL, st->checked, st->nkeys, lim, req);
 }
 
 /*
@@ -244,8 +326,10 @@ static enum proto_rc parse_store(struct line *l, const char *buf, size_t len,
 	bool len_ok = n > 3 && parse_u64(&t[3], &blen) && blen <= VLEN_MAX;
 	size_t swallow = len_ok ? (size_t)blen + 2 : 0;
 
+	/* A wrong token count is ERROR and, as in memcached (t/cas.t), the
+	   next line is not taken for a data block. */
 	if (n != want && n != want + 1)
-		return bad(req, E_ERROR, l->line_len, swallow);
+		return bad(req, E_ERROR, l->line_len, 0);
 	req->noreply = n == want + 1 && is_noreply(&t[want]);
 	if (!key_ok(&t[0]))
 		return bad(req, E_FORMAT, l->line_len, swallow);
@@ -356,6 +440,32 @@ static enum proto_rc parse_stats(struct line *l, struct proto_req *req)
 		req->arg = t.p;
 		req->arg_len = (uint32_t)t.len;
 	}
+	if (req->arg && next_tok(l, &t)) {
+		req->arg2 = t.p;
+		req->arg2_len = (uint32_t)t.len;
+	}
+	if (req->arg2 && next_tok(l, &t)) {
+		req->arg3 = t.p;
+		req->arg3_len = (uint32_t)t.len;
+	}
+	req->consumed = l->line_len;
+	return PROTO_REQ;
+}
+
+/* cache_memlimit <MiB> [noreply]: memcached answers ERROR for a missing or
+   non-numeric size (and for more than two arguments); the range is the
+   caller's (it knows the replies). */
+static enum proto_rc parse_memlimit(struct line *l, struct proto_req *req)
+{
+	struct tok t[3];
+	size_t n = split(l, t, 3);
+	if (n < 1 || n > 2)
+		return bad(req, E_ERROR, l->line_len, 0);
+	req->noreply = is_noreply(&t[n - 1]);
+	uint64_t v;
+	if (!parse_u64(&t[0], &v))
+		return bad(req, E_ERROR, l->line_len, 0);
+	req->delta = v;
 	req->consumed = l->line_len;
 	return PROTO_REQ;
 }
@@ -363,7 +473,7 @@ static enum proto_rc parse_stats(struct line *l, struct proto_req *req)
 /*
  * An unknown command is ERROR. Like memcached, a line whose last token
  * starts with "HTTP/" is taken for a web request and the connection closes
- * rather than answer every header line with ERROR.
+ * without a reply rather than answer every header line with ERROR.
  */
 static enum proto_rc unknown(struct line *l, struct proto_req *req)
 {
@@ -374,7 +484,7 @@ static enum proto_rc unknown(struct line *l, struct proto_req *req)
 	while (s > l->p && s[-1] != ' ')
 		s--;
 	req->close = e - s >= 5 && memcmp(s, "HTTP/", 5) == 0;
-	return bad(req, E_ERROR, l->line_len, 0);
+	return bad(req, req->close ? E_CLOSE : E_ERROR, l->line_len, 0);
 }
 
 /* The command a token names, or -1. */
@@ -416,6 +526,12 @@ static int lookup(const char *p, size_t n)
 		if (IS("flush_all")) return PROTO_CMD_FLUSH_ALL;
 		if (IS("verbosity")) return PROTO_CMD_VERBOSITY;
 		break;
+	case 11:
+		if (IS("lru_crawler")) return PROTO_CMD_LRU_CRAWLER;
+		break;
+	case 14:
+		if (IS("cache_memlimit")) return PROTO_CMD_CACHE_MEMLIMIT;
+		break;
 	}
 	return -1;
 #undef IS
@@ -428,13 +544,24 @@ enum proto_rc proto_parse(const char *buf, size_t len,
 	memset(req, 0, sizeof(*req));
 	req->keys = keys;
 
-	size_t scan = len < lim->line_max ? len : lim->line_max;
+	/* A line may hold line_max bytes before its newline. */
+	size_t scan = len <= lim->line_max ? len : lim->line_max + 1;
 	const char *nl = scan ? memchr(buf, '\n', scan) : NULL;
 	if (!nl) {
-		if (len < lim->line_max || len == 0)
+		if (len <= lim->line_max)
 			return PROTO_NEED_MORE;
+		/* Too long to wait for its end: a read streams, anything
+		   else closes the connection without a reply (memcached). */
+		struct line l = { .p = buf, .end = buf + len, .line_len = 0 };
+		struct tok c;
+		int cmd = next_tok(&l, &c) && c.p + c.len < l.end ?
+				  lookup(c.p, c.len) : -1;
+		if (cmd >= 0 && proto_is_read((enum proto_cmd)cmd)) {
+			req->cmd = (enum proto_cmd)cmd;
+			return parse_read(&l, buf, false, lim, req);
+		}
 		req->close = true;
-		return bad(req, E_LINE, len, 0);
+		return bad(req, E_CLOSE, len, 0);
 	}
 
 	struct line l = {
@@ -457,7 +584,7 @@ enum proto_rc proto_parse(const char *buf, size_t len,
 	case PROTO_CMD_GETS:
 	case PROTO_CMD_GAT:
 	case PROTO_CMD_GATS:
-		return parse_read(&l, lim, req);
+		return parse_read(&l, buf, true, lim, req);
 	case PROTO_CMD_SET:
 	case PROTO_CMD_ADD:
 	case PROTO_CMD_REPLACE:
@@ -476,10 +603,13 @@ enum proto_rc proto_parse(const char *buf, size_t len,
 	case PROTO_CMD_VERBOSITY:
 		return parse_verbosity(&l, req);
 	case PROTO_CMD_STATS:
+	case PROTO_CMD_LRU_CRAWLER:
+	case PROTO_CMD_SHUTDOWN: /* arg: the mode ("graceful") */
 		return parse_stats(&l, req);
+	case PROTO_CMD_CACHE_MEMLIMIT:
+		return parse_memlimit(&l, req);
 	case PROTO_CMD_VERSION:
 	case PROTO_CMD_QUIT:
-	case PROTO_CMD_SHUTDOWN:
 		/* memcached ignores any arguments of these. */
 		break;
 	}

@@ -49,7 +49,12 @@ enum proto_cmd {
 	PROTO_CMD_QUIT,
 	PROTO_CMD_STATS,   /* arg holds the optional sub-command ("settings") */
 	PROTO_CMD_SHUTDOWN,
+	PROTO_CMD_CACHE_MEMLIMIT, /* level holds the MiB */
+	PROTO_CMD_LRU_CRAWLER,    /* arg: the sub-command ("metadump") */
 };
+
+/* Keys a read returns per call at most: a longer line streams (below). */
+#define PROTO_KEYS_CHUNK 32
 
 struct proto_key {
 	const char *ptr;   /* into the caller's buffer */
@@ -59,7 +64,9 @@ struct proto_key {
 struct proto_limits {
 	size_t line_max;   /* longest request line accepted, "\r\n" included */
 	size_t item_max;   /* -I: longest value accepted */
-	uint32_t keys_max; /* most keys in one get/gets/gat/gats */
+	uint32_t keys_max; /* room of the key array: most keys returned by one
+			      call for a get/gets/gat/gats line, which
+			      streams (see proto_parse_more) */
 };
 
 enum proto_rc {
@@ -95,17 +102,73 @@ struct proto_req {
 	/* Filled for PROTO_NEED_MORE only: total bytes the request needs if
 	   known (a storage command whose line is complete), else 0. */
 	size_t need;
+
+	/* Reads (get/gets/gat/gats), which stream: */
+	bool more;         /* the line goes on past `consumed`: continue with
+			      proto_parse_more() */
+	bool checked;      /* the rest of the line is known to hold only good
+			      keys (its newline has been seen) */
+	bool skip_line;    /* PROTO_BAD: drop input up to and including the
+			      next "\n" (a bad key of a line whose end has
+			      not arrived yet) */
+	const char *arg2;  /* the second argument (stats cachedump, stats
+			      detail), NULL if none */
+	uint32_t arg2_len;
+	const char *arg3;  /* the third argument (stats cachedump <id> <n>) */
+	uint32_t arg3_len;
+};
+
+/*
+ * What a caller keeps between the pieces of a read line that streams: the
+ * command, its exptime (gat/gats), how many keys came before, and whether
+ * the rest of the line has been checked.
+ */
+struct proto_stream {
+	enum proto_cmd cmd;
+	int64_t exptime;
+	uint64_t nkeys;
+	bool checked;
 };
 
 /*
  * Parses the first request in buf[0..len). `keys` has room for
  * lim->keys_max entries. Returns PROTO_REQ, PROTO_NEED_MORE or PROTO_BAD as
  * described above. When no "\n" occurs within lim->line_max bytes the result
- * is PROTO_BAD with "CLIENT_ERROR line too long" and close set.
+ * is PROTO_BAD with an empty error and close set (memcached closes such a
+ * connection without a word), except for a read line (get, gets, gat,
+ * gats), whose keys stream:
+ *
+ * Reads. A read line returns at most lim->keys_max keys per call; when the
+ * line goes on past them (more keys, or bytes that have not arrived), the
+ * result is PROTO_REQ with `more` set and `consumed` up to the end of the
+ * last key returned, and the caller continues with proto_parse_more(). A
+ * line is streamed before its newline arrives only once it is longer than
+ * lim->line_max (shorter lines are parsed whole, as memcached does). When
+ * the newline is in the buffer the whole rest of the line is checked before
+ * any key is returned, so a bad key refuses the line with
+ * "CLIENT_ERROR bad command line format" and no key of it runs (memcached's
+ * answer); a bad key that arrives after earlier keys were returned gets the
+ * same error after their answers, with skip_line set.
  */
 enum proto_rc proto_parse(const char *buf, size_t len,
 			  const struct proto_limits *lim,
 			  struct proto_key *keys, struct proto_req *req);
+
+/*
+ * Continues a read line after a PROTO_REQ with `more`: buf starts where the
+ * previous call's `consumed` (or the caller's partial use of its keys)
+ * ended. Returns PROTO_REQ with the next keys (possibly none, when only
+ * spaces were taken), `more` while the line goes on, or PROTO_NEED_MORE
+ * when the buffer ends in the middle of a key, or PROTO_BAD (a bad key:
+ * "CLIENT_ERROR bad command line format"; with skip_line when the line's
+ * newline is not in the buffer; "ERROR" when the line turns out to have no
+ * key at all).
+ */
+enum proto_rc proto_parse_more(const char *buf, size_t len,
+			       const struct proto_limits *lim,
+			       struct proto_key *keys,
+			       const struct proto_stream *st,
+			       struct proto_req *req);
 
 /* Room a VALUE line can need: "VALUE " key " " u32 " " u32 " " u64 "\r\n". */
 #define PROTO_VALUE_LINE_MAX (6 + SHARD_KEY_MAX + 1 + 10 + 1 + 10 + 1 + 20 + 2)

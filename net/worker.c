@@ -402,7 +402,7 @@ static int worker_init(struct worker *w)
 		.no_evict = cfg->no_evict,
 	};
 	w->shard = shard_create(&sc);
-	w->keys = heap_zalloc(w->heap, (cfg->keys_max) * sizeof(*w->keys));
+	w->keys = heap_zalloc(w->heap, PROTO_KEYS_CHUNK * sizeof(*w->keys));
 	w->out = heap_zalloc(w->heap, (g->nworkers) * sizeof(*w->out));
 	if (!w->shard || !w->keys || !w->out)
 		return -ENOMEM;
@@ -484,6 +484,9 @@ int worker_start_all(struct worker_group *g)
 		return -ENOMEM;
 	pthread_barrier_init(&g->barrier, NULL, n + 1);
 	connmem_budget_init(&g->mem, g->cfg->conn_mem_max);
+	if (detail_init(&g->detail, g->cfg->prefix_delim) < 0)
+		return -ENOMEM;
+	atomic_init(&g->mem_limit, g->cfg->mem_limit);
 	for (uint32_t i = 0; i < n; i++) {
 		struct worker *w = calloc(1, sizeof(*w));
 		if (w) {
@@ -524,4 +527,5 @@ void worker_stop_all(struct worker_group *g)
 	free(g->workers);
 	g->workers = NULL;
 	pthread_barrier_destroy(&g->barrier);
+	detail_deinit(&g->detail);
 }

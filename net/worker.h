@@ -41,6 +41,7 @@
 
 #include "daemon/config.h"
 #include "net/connmem.h"
+#include "net/detail.h"
 #include "net/proto.h"
 #include "shard/shard.h"
 
@@ -81,6 +82,8 @@ struct worker_group {
 	atomic_uint quiet;           /* workers with nothing left in flight */
 	unsigned tick_ms;            /* longest wait of a loop pass */
 	pthread_barrier_t barrier;   /* start-up and shutdown rendezvous */
+	struct detail detail;        /* stats detail (net/detail.h) */
+	atomic_size_t mem_limit;     /* -m now: cache_memlimit changes it */
 };
 
 /* One destination's mailbox in a source worker. */
@@ -112,7 +115,7 @@ struct worker {
 	struct worker_outbox *out;   /* [nworkers], from heap */
 	struct conn *conns;          /* every open connection (list) */
 	struct conn *dirty;          /* connections with output to push */
-	struct proto_key *keys;      /* parser scratch, [cfg->keys_max] */
+	struct proto_key *keys;      /* parser scratch, [PROTO_KEYS_CHUNK] */
 	struct worker_counters counters;
 	bool draining;               /* stop seen: finishing what is open */
 	bool quiet;                  /* counted in group->quiet */

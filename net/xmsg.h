@@ -41,6 +41,15 @@ enum xreq_kind {
 	XREQ_STATS,       /* copy shard and worker counters into `stats` */
 	XREQ_STATS_RESET, /* zero the counters */
 	XREQ_FLUSH,       /* flush_all with req.exptime as the delay */
+	XREQ_MEMLIMIT,    /* cache_memlimit: shard_set_limit(arg bytes) */
+	XREQ_TEXT,        /* a listing (enum xtext) into the reply buffer */
+};
+
+/* The listings a XREQ_TEXT fan-out asks each worker for (net/admin.c). */
+enum xtext {
+	XTEXT_CACHEDUMP,  /* ITEM lines of class arg2, at most arg of them */
+	XTEXT_METADUMP,   /* key=... lines of the classes in mask arg */
+	XTEXT_CONNS,      /* stats conns lines of the worker's connections */
 };
 
 /* Counters of one worker and its shard, as `stats` gathers them. */
@@ -55,6 +64,10 @@ struct xgather {
 	enum proto_cmd cmd;
 	struct conn_seg *seg;        /* NULL for noreply */
 	struct xstats *stats;        /* [nworkers] for stats, in the arena */
+	struct conn_seg **parts;     /* XREQ_TEXT: one pending segment per
+					worker, before `seg` (the END) */
+	uint8_t group;               /* stats: 0 general, or enum
+					admin_group (items, slabs) */
 };
 
 struct xreq {
@@ -73,6 +86,12 @@ struct xreq {
 	struct xstats *stats;        /* XREQ_STATS: where to copy */
 	const struct meta_spec *meta;/* meta command: its reply recipe, in the
 					arena; NULL for the classic ones */
+	/* XREQ_MEMLIMIT, XREQ_TEXT: */
+	uint8_t text;                /* enum xtext */
+	uint32_t part;               /* which of gather->parts */
+	uint64_t arg, arg2;
+	bool detail;                 /* a get sent while stats detail was on:
+					the owner counts its hit */
 };
 
 struct xbatch {

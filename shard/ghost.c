@@ -62,11 +62,22 @@ bool ghost_take(struct ghost *g, uint64_t hash, size_t window)
 	return false;
 }
 
-int ghost_init(struct ghost *g, heap_t *heap, size_t mem_limit)
+static size_t ghost_cap(size_t mem_limit)
 {
 	size_t cap = GHOST_MIN;
 	while (cap < mem_limit / 1024 && cap < GHOST_MAX)
 		cap *= 2;
+	return cap;
+}
+
+void ghost_set_limit(struct ghost *g, size_t mem_limit)
+{
+	g->cap = ghost_cap(mem_limit);
+}
+
+int ghost_init(struct ghost *g, heap_t *heap, size_t mem_limit)
+{
+	size_t cap = ghost_cap(mem_limit);
 	*g = (struct ghost){ .heap = heap, .cap = cap };
 	g->slot = heap_zalloc(heap, GHOST_MIN * sizeof(uint64_t));
 	if (!g->slot)

@@ -57,4 +57,8 @@ bool ghost_take(struct ghost *g, uint64_t hash, size_t window);
    hint). */
 void ghost_grow(struct ghost *g, size_t items);
 
+/* The shard's limit changed: the cap follows it (a larger array than the
+   new cap is kept until the shard is recreated; it is only a hint). */
+void ghost_set_limit(struct ghost *g, size_t mem_limit);
+
 #endif

@@ -962,6 +962,7 @@ void shard_stats(const struct shard *s, struct shard_stats *out)
 	out->segment_bytes = s->seg.bytes;
 	out->dead_bytes = seg_dead(&s->seg);
 	out->ghost_bytes = s->ghost.bytes;
+	out->segment_size = s->seg.seg_size;
 }
 
 void shard_stats_reset(struct shard *s)
@@ -996,4 +997,74 @@ int shard_where(struct shard *s, const char *key, uint8_t klen,
 	found_at(s, slot, &f);
 	*freq = f.h.bits & ITEM_FREQ;
 	return f.g->queue == SEG_MAIN ? 1 : 0;
+}
+
+int shard_set_limit(struct shard *s, size_t bytes)
+{
+	if (bytes < SHARD_LIMIT_MIN)
+		return -EINVAL;
+	s->cfg.mem_limit = bytes;
+	ghost_set_limit(&s->ghost, bytes);
+	/* The fragmentation charge is capped at half the limit and measured
+	   every limit/64 bytes: measure again under the new limit. */
+	shard__frag_measure(s);
+	shard__make_room(s);
+	shard__frag_measure(s);
+	shard__make_room(s);
+	return 0;
+}
+
+/* One table array's slots [from, to) for shard_dump; false once fn stops. */
+static bool dump_slots(struct shard *s, const uint64_t *slot, size_t from,
+		       size_t to, shard_dump_fn fn, void *ctx)
+{
+	for (size_t i = from; i < to; i++) {
+		if (!table_is_entry(slot[i]))
+			continue;
+		struct found f;
+		found_at(s, (uint64_t *)&slot[i], &f);
+		if (state_of(s, &f.h) != ITEM_LIVE)
+			continue;
+		struct shard_item_info it = {
+			.key = found_key(&f),
+			.klen = f.h.klen,
+			.queue = f.g->queue == SEG_MAIN ? 1 : 0,
+			.fetched = (f.h.bits & ITEM_FETCHED) != 0,
+			.flags = f.h.flags,
+			.vlen = f.h.vlen,
+			.size = (uint32_t)f.size,
+			.exptime = f.h.exptime,
+			.cas = cas_of(s, f.h.seq),
+		};
+		if (!fn(ctx, &it))
+			return false;
+	}
+	return true;
+}
+
+size_t shard_dump(struct shard *s, size_t *cursor, size_t max_slots,
+		  shard_dump_fn fn, void *ctx)
+{
+	/* Slots are numbered over the old array (while the table migrates),
+	   then the current one: migration moves entries from old to
+	   current, so an entry not seen yet in old is seen in current. */
+	const struct table *t = &s->table;
+	size_t nold = t->old.slot ? t->old.n : 0, ncur = t->cur.n;
+	size_t at = *cursor, end = nold + ncur;
+	if (at >= end) {
+		*cursor = SIZE_MAX;
+		return 0;
+	}
+	size_t stop = end - at > max_slots ? at + max_slots : end;
+	bool go = true;
+	if (at < nold) {
+		size_t to = stop < nold ? stop : nold;
+		go = dump_slots(s, t->old.slot, at, to, fn, ctx);
+	}
+	if (go && stop > nold) {
+		size_t from = at > nold ? at - nold : 0;
+		go = dump_slots(s, t->cur.slot, from, stop - nold, fn, ctx);
+	}
+	*cursor = go && stop < end ? stop : SIZE_MAX;
+	return stop - at;
 }

@@ -180,6 +180,8 @@ struct shard_stats {
 	uint64_t segments_compacted;/* rewritten to shed dead bytes */
 	uint64_t items_moved;       /* copied forward or compacted */
 	uint64_t ghost_bytes;       /* memory of the eviction ghost */
+	uint64_t segment_size;      /* bytes of a regular segment (a gauge:
+				       callers that sum shards ignore it) */
 };
 
 struct shard;
@@ -260,5 +262,49 @@ static inline uint32_t shard_route(uint64_t hash, uint32_t count)
 {
 	return (uint32_t)(((hash >> 32) * (uint64_t)count) >> 32);
 }
+
+/*
+ * Changes the shard's memory limit at run time (cache_memlimit): what is
+ * sized from the limit follows (the eviction ghost's cap, the
+ * fragmentation slack; the segment size chosen at creation stays, so
+ * items never need re-layout), and a lower limit evicts at once, through
+ * the same path as a store, until the shard is under it. Returns 0, or
+ * -EINVAL for a limit below SHARD_LIMIT_MIN.
+ */
+#define SHARD_LIMIT_MIN ((size_t)64 << 10)
+int shard_set_limit(struct shard *s, size_t bytes);
+
+/* One live item, as a dump sees it. key points into the shard and is
+   valid only during the callback: copy it out. */
+struct shard_item_info {
+	const char *key;
+	uint8_t klen;
+	uint8_t queue;      /* 0 small, 1 main */
+	bool fetched;
+	uint32_t flags;
+	uint32_t vlen;
+	uint32_t size;      /* head + key + value bytes */
+	int64_t exptime;    /* absolute Unix time, 0 never */
+	uint64_t cas;
+};
+
+/* Called per live item; returns false to stop the walk (output full). */
+typedef bool (*shard_dump_fn)(void *ctx, const struct shard_item_info *it);
+
+/*
+ * Walks the index from *cursor (0 to start), looking at no more than
+ * `max_slots` slots per call, and calls fn for each live item. Returns
+ * the slots looked at; *cursor is where the next call goes on, and
+ * SIZE_MAX once the walk is over (or fn stopped it). Between calls items
+ * may be stored, moved, evicted and the index may grow, so a walk over
+ * several calls may repeat or miss items that changed meanwhile, and when
+ * the index finishes a growth between two calls the walk goes on in the
+ * new array at the same slot number and may repeat or miss a stretch
+ * (memcached's dumps are not consistent either). While nothing is stored
+ * or deleted and no growth ends, a walk sees every item exactly once; one
+ * call sees a consistent index.
+ */
+size_t shard_dump(struct shard *s, size_t *cursor, size_t max_slots,
+		  shard_dump_fn fn, void *ctx);
 
 #endif

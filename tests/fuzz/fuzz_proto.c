@@ -14,7 +14,11 @@
  *    bytes (an exact-size copy, so ASan sees any read past the end) gives
  *    the same result, and one byte less asks for more;
  *  - NEED_MORE's `need`, when set, is more than what was given;
- *  - a refused request has a static "...\r\n" error line.
+ *  - a refused request has a static "...\r\n" error line, or an empty one
+ *    when it closes the connection;
+ *  - a read line that goes on (`more`) is continued with
+ *    proto_parse_more() as a connection does, its keys under the same
+ *    rules; a refusal with skip_line drops input through the next "\n".
  * The composers are run on what was parsed, against their stated room.
  *
  * A first byte below 0x08 selects tighter limits (and is not part of the
@@ -68,6 +72,8 @@ static void check_error(const struct proto_req *r)
 {
 	REQUIRE(r->error != NULL);
 	size_t n = strlen(r->error);
+	if (n == 0 && r->close)
+		return;
 	REQUIRE(n >= 7 && r->error[n - 2] == '\r' && r->error[n - 1] == '\n');
 	REQUIRE(memchr(r->error, '\n', n - 1) == NULL);
 }
@@ -79,9 +85,9 @@ static void check_req(const struct proto_req *r, const char *buf, size_t len,
 	REQUIRE(r->consumed > 0 && r->consumed <= len);
 	REQUIRE(r->keys == keys);
 	REQUIRE(r->nkeys <= lim->keys_max);
-	REQUIRE(r->cmd <= PROTO_CMD_SHUTDOWN);
-	if (proto_is_read(r->cmd))
-		REQUIRE(r->nkeys >= 1);
+	REQUIRE(r->cmd <= PROTO_CMD_LRU_CRAWLER);
+	if (proto_is_read(r->cmd) && !r->more)
+		REQUIRE(r->nkeys >= 1 || r->checked);
 	if (r->cmd >= PROTO_CMD_SET && r->cmd <= PROTO_CMD_DECR)
 		REQUIRE(r->nkeys == 1);
 	for (uint32_t i = 0; i < r->nkeys; i++) {
@@ -102,7 +108,7 @@ static void check_req(const struct proto_req *r, const char *buf, size_t len,
 			buf[r->consumed - 1] == '\n');
 	} else {
 		REQUIRE(r->value == NULL && r->vlen == 0);
-		REQUIRE(buf[r->consumed - 1] == '\n');
+		REQUIRE(r->more || buf[r->consumed - 1] == '\n');
 	}
 	if (r->arg)
 		REQUIRE(inside(r->arg, r->arg_len, buf, r->consumed));
@@ -189,26 +195,52 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(buf, data, size);
 
 	size_t at = 0;
+	bool active = false;
+	struct proto_stream st = { 0 };
 	while (at < size) {
 		const char *p = buf + at;
 		size_t len = size - at;
 		struct proto_req r;
+		if (active) {
+			enum proto_rc rc = proto_parse_more(p, len, lim, keys, &st, &r);
+			if (rc == PROTO_NEED_MORE)
+				break;
+			if (rc == PROTO_BAD) {
+				check_error(&r);
+				REQUIRE(r.consumed <= len);
+				active = false;
+				if (r.skip_line) {
+					REQUIRE(r.consumed == len);
+					break;
+				}
+				at += r.consumed;
+				continue;
+			}
+			REQUIRE(r.cmd == st.cmd && r.nkeys <= lim->keys_max);
+			REQUIRE(r.consumed > 0 || r.nkeys > 0);
+			check_req(&r, p, len, lim, keys);
+			at += r.consumed;
+			active = r.more;
+			st.nkeys += r.nkeys;
+			st.checked = r.checked;
+			continue;
+		}
 		enum proto_rc rc = proto_parse(p, len, lim, keys, &r);
 		if (rc == PROTO_NEED_MORE) {
 			REQUIRE(r.need == 0 || r.need > len);
 			/* Without a "\n" in reach it can only be waiting for a
 			   line under the limit. */
-			if (!memchr(p, '\n', len < lim->line_max ? len :
-								   lim->line_max))
-				REQUIRE(len < lim->line_max);
+			if (!memchr(p, '\n', len <= lim->line_max ? len :
+								    lim->line_max + 1))
+				REQUIRE(len <= lim->line_max || proto_is_read(r.cmd));
 			break;
 		}
 		REQUIRE(r.consumed > 0 && r.consumed <= len);
 		if (rc == PROTO_BAD) {
 			check_error(&r);
-			if (r.close)
+			if (r.close || r.skip_line)
 				break;
-			REQUIRE(r.swallow == 0 || r.consumed <= lim->line_max);
+			REQUIRE(r.swallow == 0 || r.consumed <= lim->line_max + 1);
 			check_exact(&r, p, lim, keys2);
 			size_t skip = r.consumed + r.swallow;
 			at += skip < len ? skip : len;
@@ -216,9 +248,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		REQUIRE(rc == PROTO_REQ);
 		check_req(&r, p, len, lim, keys);
-		check_exact(&r, p, lim, keys2);
+		if (!r.more)
+			check_exact(&r, p, lim, keys2);
 		check_composers(&r);
 		at += r.consumed;
+		if (r.more) {
+			active = true;
+			st = (struct proto_stream){ .cmd = r.cmd, .exptime = r.exptime,
+						    .nkeys = r.nkeys, .checked = r.checked };
+		}
 	}
 	free(keys2);
 	free(keys);

@@ -375,7 +375,8 @@ def test_help_lists_every_flag():
                 ("I", "max-item-size"), ("v", "verbose"), ("P", "pidfile"),
                 ("u", "user"), ("C", "disable-cas"), ("B", "protocol"),
                 ("R", "max-reqs-per-event"), ("b", "listen-backlog"),
-                ("o", "extended"), ("h", "help"), ("V", "version")}
+                ("o", "extended"), ("A", "enable-shutdown"), ("D", "prefix-delimiter"),
+                ("h", "help"), ("V", "version")}
     assert set(flags) == expected, r.stdout
     for sub in ("line_max=", "keys_max=", "conn_buffer_max=", "conn_mem_max=", "hashpower="):
         assert sub in r.stdout
@@ -407,6 +408,8 @@ BAD_FLAGS = [
     (["--no-such-flag"], ["--no-such-flag"]),
     (["--port"], ["--port", "needs a value"]),
     (["extra"], ["extra", "unexpected argument"]),
+    (["-D", "ab"], ["-D ab", "one character"]),
+    (["-D", ""], ["-D", "one character"]),
 ]
 
 

@@ -518,6 +518,96 @@ static void test_sweep(void)
 	shard_destroy(s);
 }
 
+/* cache_memlimit: a lower limit evicts down to it at once. */
+static void test_set_limit(void)
+{
+	struct shard *s = mk(4 << 20, 1024, false);
+	char key[32], val[200];
+	memset(val, 'v', sizeof(val) - 1);
+	val[sizeof(val) - 1] = 0;
+	for (int i = 0; i < 15000; i++) {
+		snprintf(key, sizeof(key), "key%d", i);
+		CU_ASSERT(set(s, key, val) == SHARD_STORED);
+	}
+	size_t before = shard_mem_used(s);
+	CU_ASSERT(before > (2u << 20));
+	CU_ASSERT(shard_set_limit(s, 1000) == -EINVAL);
+	CU_ASSERT(shard_set_limit(s, 1 << 20) == 0);
+	CU_ASSERT(shard_mem_used(s) <= (1u << 20));
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.evictions > 0);
+	CU_ASSERT(st.limit_maxbytes == (1u << 20));
+	CU_ASSERT(shard_check(s) == 0);
+	/* Stores go on under the new limit, and a larger one is used. */
+	for (int i = 0; i < 20000; i++) {
+		snprintf(key, sizeof(key), "new%d", i);
+		CU_ASSERT(set(s, key, val) == SHARD_STORED);
+	}
+	CU_ASSERT(shard_mem_used(s) <= (1u << 20));
+	CU_ASSERT(shard_set_limit(s, 8 << 20) == 0);
+	for (int i = 0; i < 20000; i++) {
+		snprintf(key, sizeof(key), "big%d", i);
+		CU_ASSERT(set(s, key, val) == SHARD_STORED);
+	}
+	CU_ASSERT(shard_mem_used(s) > (2u << 20));
+	CU_ASSERT(shard_mem_used(s) <= (8u << 20));
+	CU_ASSERT(shard_check(s) == 0);
+	shard_destroy(s);
+}
+
+struct dump_ctx {
+	unsigned seen, stop_at;
+	unsigned found[64];
+	bool bad;
+};
+
+static bool dump_cb(void *ctx, const struct shard_item_info *it)
+{
+	struct dump_ctx *d = ctx;
+	char key[256];
+	memcpy(key, it->key, it->klen);
+	key[it->klen] = 0;
+	unsigned i;
+	if (sscanf(key, "d%u", &i) != 1 || i >= 64 || it->vlen != 3 ||
+	    it->flags != i || it->cas == 0)
+		d->bad = true;
+	else
+		d->found[i]++;
+	d->seen++;
+	return d->seen != d->stop_at;
+}
+
+/* The dump walk sees every live item once, in bounded steps. */
+static void test_dump(void)
+{
+	struct shard *s = mk(4 << 20, 1024, false);
+	char key[32];
+	for (unsigned i = 0; i < 64; i++) {
+		snprintf(key, sizeof(key), "d%u", i);
+		CU_ASSERT(store(s, SHARD_OP_SET, key, "abc", i, i == 5 ? -1 : 0) ==
+			  SHARD_STORED);
+	}
+	CU_ASSERT(simple(s, SHARD_OP_DELETE, "d7", 0) == SHARD_DELETED);
+	struct dump_ctx d = { 0 };
+	size_t cursor = 0, steps = 0;
+	while (cursor != SIZE_MAX) {
+		size_t n = shard_dump(s, &cursor, 10, dump_cb, &d);
+		CU_ASSERT(n <= 10);
+		steps++;
+	}
+	CU_ASSERT(steps > 2);
+	CU_ASSERT(!d.bad);
+	CU_ASSERT(d.seen == 62);
+	for (unsigned i = 0; i < 64; i++)
+		CU_ASSERT(d.found[i] == (i == 5 || i == 7 ? 0u : 1u));
+	/* The callback stops the walk. */
+	struct dump_ctx e = { .stop_at = 3 };
+	cursor = 0;
+	shard_dump(s, &cursor, SIZE_MAX, dump_cb, &e);
+	CU_ASSERT(e.seen == 3 && cursor == SIZE_MAX);
+	shard_destroy(s);
+}
+
 static void test_stats(void)
 {
 	struct shard *s = mk(1 << 20, 1024, false);
@@ -570,6 +660,8 @@ int test_shard_register(void)
 		{ "flush delayed", test_flush_delayed },
 		{ "expiry sweep", test_sweep },
 		{ "stats and reset", test_stats },
+		{ "set limit at run time", test_set_limit },
+		{ "dump walk", test_dump },
 	};
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
 		if (!CU_add_test(s, t[i].name, t[i].fn))
