@@ -219,15 +219,30 @@ static enum proto_rc read_keys(struct line *l, const char *buf, bool eol,
 {
 	struct tok t;
 	if (eol && !checked) {
+		/* One pass over the keys that fit in this call (the common
+		   short line); only a line with more keys than that has the
+		   rest of it checked on its own. */
+		uint32_t k = 0;
 		struct line v = *l;
-		uint64_t n = before;
-		while (next_tok(&v, &t)) {
+		while (k < lim->keys_max && next_tok(&v, &t)) {
 			if (!key_ok(&t))
 				return bad(req, E_FORMAT, l->line_len, 0);
-			n++;
+			req->keys[k].ptr = t.p;
+			req->keys[k].len = (uint8_t)t.len;
+			k++;
 		}
-		if (n == 0)
-			return bad(req, E_ERROR, l->line_len, 0);
+		if (k < lim->keys_max) {
+			if (k == 0 && before == 0)
+				return bad(req, E_ERROR, l->line_len, 0);
+			req->checked = true;
+			req->nkeys = k;
+			req->consumed = l->line_len;
+			return PROTO_REQ;
+		}
+		struct line rest = v;
+		while (next_tok(&rest, &t))
+			if (!key_ok(&t))
+				return bad(req, E_FORMAT, l->line_len, 0);
 		checked = true;
 	}
 	req->checked = checked;
