@@ -8,12 +8,12 @@
 #   normal build:  unit tests, every integration test at -t 1 and -t 4
 #   ASan+UBSan:    unit tests, every integration test (LeakSanitizer on)
 #   TSan:          the integration tests at -t 4
-#   libFuzzer:     each target for FUZZ_TIME seconds (60 in make test)
+#   libFuzzer:     each target for FUZZ_TIME seconds (30 in make test)
 set -u
 cd "$(dirname "$0")/.."
 
 PY=/usr/bin/python3
-FUZZ_TIME=${FUZZ_TIME:-60}
+FUZZ_TIME=${FUZZ_TIME:-30}
 passed=0
 failed=0
 failed_names=()
