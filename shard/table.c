@@ -25,13 +25,18 @@
 #define home table__home
 #define next table__next
 
+/* An array of at least n slots; it takes every slot of the block the heap
+   gives (large blocks are rounded up to the allocator's size classes, by
+   up to ~15 %, and the limit is charged for the whole block anyway). */
 static int array_alloc(struct table *t, struct table_array *a, size_t n)
 {
 	a->slot = heap_zalloc(t->heap, n * sizeof(uint64_t));
 	if (!a->slot)
 		return -ENOMEM;
-	a->n = n;
-	t->bytes += heap_usable(a->slot);
+	size_t usable = heap_usable(a->slot);
+	a->n = usable / sizeof(uint64_t);
+	memset(a->slot + n, 0, (a->n - n) * sizeof(uint64_t));
+	t->bytes += usable;
 	return 0;
 }
 
@@ -156,11 +161,12 @@ bool table_migrate(struct table *t, size_t slots)
 	return false;
 }
 
-/* Slots for a new array: a load of 7/10 (a migration moves entries
-   without touching items, so growing by 1.2x at a time is cheap). */
+/* Slots asked for a new array: a load of 3/4 before the allocator's
+   rounding (a migration moves entries without touching items, so growing
+   by 1.15-1.3x at a time is cheap). */
 static size_t rebuild_slots(size_t count)
 {
-	size_t n = count * 10 / 7 + 1;
+	size_t n = count * 4 / 3 + 1;
 	return n < TABLE_MIN_SLOTS ? TABLE_MIN_SLOTS : n;
 }
 

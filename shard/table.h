@@ -21,12 +21,13 @@
  *
  * Open addressing with linear probing over a table of any size. When the
  * entries pass 17/20 of the slots, a new array sized for them at a load of
- * 7/10 takes over (so the table grows by 1.2x) and the old one is emptied
+ * 3/4 (plus whatever the allocator rounds the block up to) takes over and
+ * the old one is emptied
  * incrementally: every insert moves TABLE_MIGRATE_STEP old slots and
  * table_migrate() moves more for the owner's idle ticks; a remove from the
  * old array leaves a tombstone (1) there, so the cursor's walk stays
  * simple. Lookups look in the current array, then in the old one. That is
- * 8/0.7..8/0.85 = 9.4..11.4 bytes of index per item.
+ * about 8/0.65..8/0.85 = 9.4..12.3 bytes of index per item.
  *
  * Ownership: the table owns its arrays (from the heap given to
  * table_init), never the items. A struct table lives in the caller's

@@ -139,28 +139,31 @@ static void test_copy_forward_order(void)
 		CU_ASSERT_FATAL(shard_check(s) == 0);
 		i++;
 	}
-	/* the copies opened main's first segment with the spare, so the
-	   next small segment (k08..k15, never read) went too, to free one */
+	/* the copies opened main's first segment with the spare, so more
+	   small segments went in the same store to free one (and more again
+	   if the index's rebuild needed room): all unread, so no copies */
 	struct shard_stats st = stats(s);
-	CU_ASSERT(st.segments_retired == 2);
+	CU_ASSERT(st.segments_retired >= 2);
 	CU_ASSERT(st.items_moved == 3);
-	CU_ASSERT(st.evictions == 13 && st.evicted_unfetched == 13);
+	CU_ASSERT(st.evictions == st.evicted_unfetched);
+	CU_ASSERT(st.evictions == 5 + 8 * (st.segments_retired - 1));
 	unsigned f;
 	CU_ASSERT(where(s, "k01", &f) == 1 && f == 0);
 	CU_ASSERT(where(s, "k02", &f) == 1 && f == 2);
 	CU_ASSERT(where(s, "k03", &f) == 1 && f == 0);
 	CU_ASSERT(where(s, "k00", &f) == -1 && where(s, "k04", &f) == -1);
 	CU_ASSERT(where(s, "k07", &f) == -1 && where(s, "k15", &f) == -1);
-	CU_ASSERT(where(s, "k16", &f) == 0);
+	unsigned first = 8 * (unsigned)st.segments_retired; /* oldest kept */
+	CU_ASSERT(where(s, kname("k%02u", first), &f) == 0);
 	CU_ASSERT(holds(s, "k02", 2, 0, V100) && holds(s, "k03", 3, 0, V100));
 	/* k00 is a ghost: it comes back into main */
 	CU_ASSERT(put(s, SHARD_OP_SET, "k00", 0, 1, V100, 0) == SHARD_STORED);
 	CU_ASSERT(where(s, "k00", &f) == 1);
 	/* an unread key of the next small segment goes without a copy */
-	uint64_t moved = stats(s).items_moved;
-	while (stats(s).segments_retired == 2 && i < 2000)
+	uint64_t moved = stats(s).items_moved, retired = stats(s).segments_retired;
+	while (stats(s).segments_retired == retired && i < 2000)
 		put(s, SHARD_OP_SET, kname("k%02u", i), i, 0, V100, 0), i++;
-	CU_ASSERT(where(s, "k16", &f) == -1 && where(s, "k24", &f) == 0);
+	CU_ASSERT(where(s, kname("k%02u", first), &f) == -1);
 	CU_ASSERT(stats(s).items_moved == moved);
 	CU_ASSERT(shard_check(s) == 0);
 	shard_destroy(s);
