@@ -26,10 +26,12 @@
  * filling) and its carry buffer (the unparsed tail of a request split across
  * reads) are malloc'd and freed with it. Memory per connection is bounded:
  * a request line is at most REQ_LINE_MAX bytes (longer: an error, then close),
- * the carry at most CARRY_MAX, and parsing pauses (and the receive is
- * cancelled) while OUT_HIGH bytes of answers wait for the client to read
- * them; a get is answered key by key, so the filling buffer holds at most
- * OUT_HIGH plus one VALUE block. Provided buffers go back to the ring as
+ * and parsing pauses (and the receive is cancelled) while OUT_HIGH bytes of
+ * answers wait for the client to read them; a get is answered key by key, so
+ * the filling buffer holds at most OUT_HIGH plus one VALUE block. The carry
+ * holds at most CARRY_MAX (what arrives between a pause and the end of the
+ * receive: one buffer ring); a client that sends more than that without
+ * reading is closed. Provided buffers go back to the ring as
  * soon as their bytes are parsed or carried. Errors are negative errnos.
  *
  * Flags as ringcached's where they overlap: -p PORT, -l ADDR; -t -m -U -c -u
@@ -60,7 +62,9 @@
 #define RBUF_COUNT 256  /* a power of two; as ringcached's worker */
 #define RBUF_SIZE 4096
 #define REQ_LINE_MAX 2048   /* memcached's: a longer line is an error */
-#define CARRY_MAX (64 * 1024)
+/* A multishot receive may deliver a whole buffer ring in one pass before
+   its cancellation (a paused connection) takes effect: the carry holds it. */
+#define CARRY_MAX (RBUF_COUNT * RBUF_SIZE + REQ_LINE_MAX)
 #define OUT_HIGH (256 * 1024)
 #define VALUE_MAX (1024 * 1024)
 
