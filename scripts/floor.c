@@ -113,6 +113,7 @@ struct floor {
 	bool miss;
 	size_t vsize;
 	char vsuffix[32];   /* " 0 <n>" of a VALUE line */
+	size_t vsuffix_len;
 	char *value;        /* vsize bytes and "\r\n" */
 };
 
@@ -215,6 +216,32 @@ static bool token(const char *line, size_t end, size_t *pos,
 	return true;
 }
 
+/* "VALUE <key> 0 <n>[ 1]\r\n<n bytes>\r\n", with one reservation. */
+static void value_block(struct conn *c, const char *k, size_t klen, bool cas)
+{
+	struct floor *f = c->f;
+	size_t n = 6 + klen + f->vsuffix_len + (cas ? 2 : 0) + 2 + f->vsize + 2;
+	if (buf_reserve(&c->fill, n) < 0) {
+		c->close_after_send = true;
+		return;
+	}
+	char *p = c->fill.p + c->fill.len;
+	memcpy(p, "VALUE ", 6);
+	p += 6;
+	memcpy(p, k, klen);
+	p += klen;
+	memcpy(p, f->vsuffix, f->vsuffix_len);
+	p += f->vsuffix_len;
+	if (cas) {
+		memcpy(p, " 1", 2);
+		p += 2;
+	}
+	memcpy(p, "\r\n", 2);
+	p += 2;
+	memcpy(p, f->value, f->vsize + 2);
+	c->fill.len += n;
+}
+
 /*
  * Answers a get from the key at c->get_pos (or the first) on; false when it
  * stopped half way because the answers reached OUT_HIGH (c->get_pos says
@@ -226,8 +253,13 @@ static bool get(struct conn *c, const char *line, size_t end, size_t pos,
 	struct floor *f = c->f;
 	const char *k;
 	size_t klen;
-	if (c->get_pos)
+	size_t first = pos;
+	if (c->get_pos) {
 		pos = c->get_pos;
+	} else if (!token(line, end, &first, &k, &klen)) {
+		OUT(c, "ERROR\r\n"); /* no key, as memcached */
+		return true;
+	}
 	c->get_pos = 0;
 	while (token(line, end, &pos, &k, &klen)) {
 		if (f->miss)
@@ -236,13 +268,7 @@ static bool get(struct conn *c, const char *line, size_t end, size_t pos,
 			c->get_pos = pos - klen;
 			return false;
 		}
-		OUT(c, "VALUE ");
-		out(c, k, klen);
-		out(c, f->vsuffix, strlen(f->vsuffix));
-		if (cas)
-			OUT(c, " 1");
-		OUT(c, "\r\n");
-		out(c, f->value, f->vsize + 2);
+		value_block(c, k, klen, cas);
 	}
 	OUT(c, "END\r\n");
 	return true;
@@ -710,7 +736,8 @@ static int setup(struct floor *f, const char *host, const char *port,
 		return -ENOMEM;
 	memset(f->value, 'x', f->vsize);
 	memcpy(f->value + f->vsize, "\r\n", 2);
-	snprintf(f->vsuffix, sizeof(f->vsuffix), " 0 %zu", f->vsize);
+	f->vsuffix_len = (size_t)snprintf(f->vsuffix, sizeof(f->vsuffix), " 0 %zu",
+					  f->vsize);
 	f->started = time(NULL);
 	sigset_t set;
 	sigemptyset(&set);

@@ -180,6 +180,8 @@ SCRIPT = [
     (b"delete d noreply\r\n", b""),
     (b"version\r\n", b"VERSION rc-floor\r\n"),
     (b"bogus\r\n", b"ERROR\r\n"),
+    (b"get\r\n", b"ERROR\r\n"),
+    (b"get \r\n", b"ERROR\r\n"),
     (b"get  spaced   keys \r\n", value_reply([b"spaced", b"keys"], 100)),
     (b"get lf\n", value_reply([b"lf"], 100)),
 ]
