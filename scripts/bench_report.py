@@ -14,7 +14,12 @@ memcached and, when the run had the network floor (rc-floor, server
   stays below the servers'. rc/fl is ringcached's requests/s and CPU per
   request as a multiple of the floor's: the floor's CPU per request is the
   kernel's TCP cost per message plus the least userspace work.
-  open loop: p50 and p99 when all servers are offered the same rate.
+  open loop: p50 and p99 when all servers are offered the same rate, and
+  (with a floor) CPU per request of ringcached and the floor at that rate.
+  The closed-loop CPU multiple at pipeline 1 also measures batching: a
+  faster server wakes for fewer requests at a time, so there the floor can
+  cost more per request than a slower server; at the same offered rate the
+  arrivals, and so the batches, are the same for both.
 
 Then the issue's targets, each marked met or MISSED: ringcached's CPU per
 request at most 0.8x memcached's on the non-pipelined 100-byte workload;
@@ -126,14 +131,15 @@ def closed_table(workloads, targets, t):
 def open_table(workloads, targets, t):
     fl = has_floor(workloads)
     head = ("{:<15} {:>9} | {:>9} {:>9} | {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6}" +
-            (" | {:>7} {:>7}" if fl else ""))
+            (" | {:>7} {:>7} | {:>7} {:>7} {:>6}" if fl else ""))
     line = ("{:<15} {:>9} | {:>9.0f} {:>9.0f} | {:>7.0f} {:>7.0f} {:>6.2f} | "
-            "{:>7.0f} {:>7.0f} {:>6.2f}" + (" | {:>7.0f} {:>7.0f}" if fl else ""))
+            "{:>7.0f} {:>7.0f} {:>6.2f}" +
+            (" | {:>7.0f} {:>7.0f} | {:>7.2f} {:>7.2f} {:>6.2f}" if fl else ""))
     print(head.format("open loop", "offered", "rc req/s", "mc req/s",
                       "rc p50", "mc p50", "rc/mc", "rc p99", "mc p99", "rc/mc",
-                      *(["fl p50", "fl p99"] if fl else [])))
+                      *(["fl p50", "fl p99", "rc cpu", "fl cpu", "rc/fl"] if fl else [])))
     print(head.format("", "req/s", "", "", "us", "us", "", "us", "us", "",
-                      *(["us", "us"] if fl else [])))
+                      *(["us", "us", "s/Mreq", "s/Mreq", ""] if fl else [])))
     for name, s in workloads.items():
         if not s[A] or not s[B]:
             continue
@@ -144,6 +150,9 @@ def open_table(workloads, targets, t):
         extra = []
         if fl:
             extra = [med(s[C], "p50_us"), med(s[C], "p99_us")] if s[C] else [float("nan")] * 2
+            rc_cpu = cpu_per_mreq(s[A])
+            fl_cpu = cpu_per_mreq(s[C]) if s[C] else float("nan")
+            extra += [rc_cpu, fl_cpu, ratio(rc_cpu, fl_cpu)]
         print(line.format(name, s[A][0]["rate"], rps[A], rps[B], p50[A], p50[B],
                           ratio(p50[A], p50[B]), p99[A], p99[B], r99, *extra))
         targets.append((f"-t {t} {name}: open-loop p99 ratio {r99:.2f} <= 1", r99 <= 1.0))
