@@ -1,6 +1,7 @@
 # ringcache - one flat Makefile.
 #
-#   make            build build/ringcached (and the unit-test runner, load generator)
+#   make            build build/ringcached (and the unit-test runner, load generator,
+#                   network floor build/rc-floor)
 #   make run        install missing dependencies, build, run on 127.0.0.1:11211
 #   make test       install missing dependencies, build, run every test
 #   make asan/tsan  the same binaries with sanitizers, under build/asan, build/tsan
@@ -26,12 +27,13 @@ obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 BIN      := $(BUILD)/ringcached
 UNIT_BIN := $(BUILD)/unit_tests
 LG_BIN   := $(BUILD)/rc-loadgen
+FLOOR_BIN := $(BUILD)/rc-floor
 
 PY       := /usr/bin/python3
 PORT     ?= 11211
 
 .PHONY: all run test unit integration soak asan tsan hooks fuzz bench deps install uninstall clean
-all: $(BIN) $(UNIT_BIN) $(LG_BIN)
+all: $(BIN) $(UNIT_BIN) $(LG_BIN) $(FLOOR_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -46,6 +48,10 @@ $(UNIT_BIN): $(call obj,$(UNIT_SRC) $(DAEMON_SRC) $(NET_SRC) $(SHARD_SRC))
 $(LG_BIN): $(call obj,$(LG_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ -lxxhash -lpthread -lm
 
+# The network floor (scripts/floor.c): what bench.sh measures ringcached against.
+$(FLOOR_BIN): $(call obj,scripts/floor.c)
+	$(CC) $(LDFLAGS) -o $@ $^ -luring
+
 deps:
 	@scripts/deps.sh
 
@@ -56,7 +62,7 @@ run: deps
 unit: $(UNIT_BIN)
 	./$(UNIT_BIN)
 
-integration: $(BIN) $(LG_BIN) hooks
+integration: $(BIN) $(LG_BIN) $(FLOOR_BIN) hooks
 	RINGCACHED=$(abspath $(BIN)) $(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 # The integrity check (rc-loadgen --verify under eviction) for 60 s, not 10.
@@ -110,12 +116,14 @@ fuzz: $(FUZZ_BIN)
 		grep -E 'stat::number_of_executed_units|Done [0-9]+ runs' build/fuzz/$$n.log; \
 	done
 
-# ringcached against memcached (same -t and -m, A B A B rounds): a table of
-# requests/s, p99 and server CPU per million requests. BENCH_ARGS passes
+# ringcached against memcached and the network floor rc-floor (same -t and
+# -m, A B C rounds): a table of requests/s, p99 and server CPU per million
+# requests, with ratios to memcached and to the floor. BENCH_ARGS passes
 # flags to scripts/bench.sh, e.g. make bench BENCH_ARGS=--quick.
 BENCH_ARGS ?=
 bench: all
-	RINGCACHED=$(abspath $(BIN)) LOADGEN=$(abspath $(LG_BIN)) scripts/bench.sh $(BENCH_ARGS)
+	RINGCACHED=$(abspath $(BIN)) LOADGEN=$(abspath $(LG_BIN)) FLOOR=$(abspath $(FLOOR_BIN)) \
+		scripts/bench.sh $(BENCH_ARGS)
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the binary and man page under
 # PREFIX, the unit (its ExecStart pointed at PREFIX's binary) under

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# bench.sh - ringcached against memcached, same machine, same run.
+# bench.sh - ringcached against memcached and the network floor, same
+# machine, same run.
 #
 # For each worker-thread count (-t), starts the server under test and
-# memcached with the same -t and -m on free loopback ports, warms both
-# (every workload's key space is prefilled, then a short unmeasured run),
-# then runs every workload against each server in turn, A B A B, for
-# several rounds, with build/rc-loadgen. First closed loop (as fast as each
+# memcached with the same -t and -m on free loopback ports, and the network
+# floor build/rc-floor (scripts/floor.c: one thread that answers every get
+# with a hit of a fixed size and stores nothing; one floor process per value
+# size the workloads use, started with the same flags and CPU pinning),
+# warms them (every workload's key space is prefilled, then a short
+# unmeasured run; the floor only gets the run), then runs every workload
+# against each server in turn, A B C, for several rounds, with
+# build/rc-loadgen. First closed loop (as fast as each
 # server answers), then open loop at one fixed rate per workload for both
 # servers (a fraction of memcached's closed-loop median), so that p99 is
 # also compared at the same offered rate: a closed-loop p99 mostly measures
@@ -14,14 +19,18 @@
 # (utime + stime from /proc/PID/stat, read before and after).
 # scripts/bench_report.py prints, per -t, the median of the rounds for each
 # server and the ratios ringcached / memcached: above 1 is better for
-# requests/s, below 1 is better for p99 and CPU per million requests.
+# requests/s, below 1 is better for p99 and CPU per million requests; and
+# ringcached / floor for requests/s and CPU per request (the floor's CPU per
+# request is the kernel's TCP cost plus the least userspace work, so 1.10
+# means ringcached spends 10% over it).
 #
-# Both servers are stopped by pid at the end, on error and on ^C.
+# All servers are stopped by pid at the end, on error and on ^C.
 #
 # Environment (flags override):
 #   RINGCACHED      server under test            [build/ringcached]
 #   MEMCACHED       reference server             [/usr/bin/memcached]
 #   LOADGEN         load generator               [build/rc-loadgen]
+#   FLOOR           network floor                [build/rc-floor]
 #   BENCH_THREADS   -t values, e.g. "1 2"        [1 2]
 #   BENCH_MEM       -m for both, MiB             [1024]
 #   BENCH_ROUNDS    rounds (A B per workload)    [3; 1 when quick]
@@ -53,6 +62,7 @@ EOF
 RINGCACHED=${RINGCACHED:-build/ringcached}
 MEMCACHED=${MEMCACHED:-/usr/bin/memcached}
 LOADGEN=${LOADGEN:-build/rc-loadgen}
+FLOOR=${FLOOR:-build/rc-floor}
 THREADS=${BENCH_THREADS:-1 2}
 MEM=${BENCH_MEM:-1024}
 LG_THREADS=${BENCH_LG_THREADS:-1}
@@ -94,8 +104,8 @@ DURATION=${DURATION:-4}
 for t in $THREADS; do
 	[[ $t =~ ^[1-9][0-9]*$ ]] || die "thread counts must be positive integers, got '$t'"
 done
-for bin in "$RINGCACHED" "$MEMCACHED" "$LOADGEN"; do
-	[ -x "$bin" ] || die "$bin is missing or not executable (run make; set RINGCACHED/MEMCACHED/LOADGEN)"
+for bin in "$RINGCACHED" "$MEMCACHED" "$LOADGEN" "$FLOOR"; do
+	[ -x "$bin" ] || die "$bin is missing or not executable (run make; set RINGCACHED/MEMCACHED/LOADGEN/FLOOR)"
 done
 
 # name | generator arguments. Distinct key prefixes keep one workload's
@@ -112,14 +122,21 @@ PREFILLS=(
 	"-c 8 -v 4096 -k 20000 --key-prefix b4k:"
 )
 
+# The floor's value size for a workload: its generator's -v.
+value_size() {
+	[[ $1 =~ -v\ ([0-9]+) ]] || die "no -v in workload arguments '$1'"
+	echo "${BASH_REMATCH[1]}"
+}
+
 RC_PID=
 MC_PID=
+declare -A FL_PID=() FL_PORT=() # by value size
 stop_servers() {
 	local pid
-	for pid in $RC_PID $MC_PID; do
+	for pid in $RC_PID $MC_PID "${FL_PID[@]}"; do
 		kill "$pid" 2>/dev/null || true
 	done
-	for pid in $RC_PID $MC_PID; do
+	for pid in $RC_PID $MC_PID "${FL_PID[@]}"; do
 		# Bounded wait, then the hard way.
 		for _ in $(seq 50); do
 			kill -0 "$pid" 2>/dev/null || break
@@ -130,6 +147,8 @@ stop_servers() {
 	done
 	RC_PID=
 	MC_PID=
+	FL_PID=()
+	FL_PORT=()
 }
 trap stop_servers EXIT
 trap 'exit 130' INT TERM
@@ -178,10 +197,29 @@ pin() {
 	fi
 }
 
-start_server() { # VAR BIN THREADS PORT: starts BIN, its pid into VAR
+start_server() { # VAR BIN THREADS PORT [FLAGS...]: starts BIN, its pid into VAR
+	local var=$1 bin=$2 t=$3 port=$4
+	shift 4
 	# taskset execs the server, so $! is the server's pid.
-	"${SRV_PIN[@]}" "$2" -l 127.0.0.1 -p "$4" -U 0 -t "$3" -m "$MEM" "${USER_FLAG[@]}" &
-	printf -v "$1" '%s' "$!"
+	"${SRV_PIN[@]}" "$bin" -l 127.0.0.1 -p "$port" -U 0 -t "$t" -m "$MEM" "${USER_FLAG[@]}" "$@" &
+	printf -v "$var" '%s' "$!"
+}
+
+# start_floors T: one rc-floor per value size of the workloads, each warmed
+# by a short unmeasured run (it stores nothing, so there is no prefill).
+start_floors() {
+	local w v pid port
+	for w in "${WORKLOADS[@]}"; do
+		v=$(value_size "${w#*|}")
+		[ -z "${FL_PID[$v]:-}" ] || continue
+		port=$(free_port)
+		start_server pid "$FLOOR" "$1" "$port" --value-size "$v"
+		FL_PID[$v]=$pid
+		FL_PORT[$v]=$port
+		wait_ready "$pid" "$port" "rc-floor ($v-byte values)"
+		"$LOADGEN" -s "127.0.0.1:$port" -c 50 -k 100000 --key-prefix b100: -v "$v" -D 1 -q \
+			>/dev/null || die "warm-up run against rc-floor ($v-byte values) failed"
+	done
 }
 
 mkdir -p "$OUT"
@@ -246,6 +284,7 @@ warm() { # PORT LABEL
 
 echo "ringcached: $RINGCACHED"
 echo "memcached:  $MEMCACHED ($("$MEMCACHED" -V 2>/dev/null || echo '?'))"
+echo "floor:      $FLOOR (one thread at every -t)"
 echo "-t {$THREADS}, -m $MEM, $ROUNDS rounds x ${DURATION} s, generator threads $LG_THREADS, $(nproc) CPUs"
 echo "open loop at $OPEN x memcached's closed-loop requests/s (0: skipped)"
 for t in $THREADS; do
@@ -263,12 +302,15 @@ for t in $THREADS; do
 	wait_ready "$MC_PID" "$MC_PORT" memcached
 	warm "$RC_PORT" ringcached
 	warm "$MC_PORT" memcached
+	start_floors "$t"
 	for round in $(seq "$ROUNDS"); do
 		for w in "${WORKLOADS[@]}"; do
 			name=${w%%|*}
 			args=${w#*|}
+			v=$(value_size "$args")
 			run_one "$t" "$name" "$args" ringcached "$RC_PID" "$RC_PORT" "$round"
 			run_one "$t" "$name" "$args" memcached "$MC_PID" "$MC_PORT" "$round"
+			run_one "$t" "$name" "$args" floor "${FL_PID[$v]}" "${FL_PORT[$v]}" "$round"
 		done
 	done
 	if [ "$OPEN" != 0 ]; then
@@ -280,8 +322,10 @@ for t in $THREADS; do
 			for w in "${WORKLOADS[@]}"; do
 				name=${w%%|*}
 				args=${w#*|}
+				v=$(value_size "$args")
 				run_one "$t" "$name" "$args" ringcached "$RC_PID" "$RC_PORT" "$round" "${RATE[$name]}"
 				run_one "$t" "$name" "$args" memcached "$MC_PID" "$MC_PORT" "$round" "${RATE[$name]}"
+				run_one "$t" "$name" "$args" floor "${FL_PID[$v]}" "${FL_PORT[$v]}" "$round" "${RATE[$name]}"
 			done
 		done
 	fi

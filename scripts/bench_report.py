@@ -5,18 +5,27 @@ Reads the tab-separated results bench.sh wrote (one line per run: threads,
 mode, rate, workload, server, round, rps, p50_us, p99_us, server_cpu_s,
 requests, errors, wrong, lg_cpu_s) and prints, for each -t value, two
 tables of medians over the rounds, each with the ratio ringcached /
-memcached:
+memcached and, when the run had the network floor (rc-floor, server
+"floor"), its figures and the ratio ringcached / floor:
 
   closed loop: requests/s (and the min-max of the per-round ratio when there
   are 3 or more rounds), p99, and server CPU seconds per million requests;
   the generator's own CPU per million requests is shown last, to check it
-  stays below the servers'.
-  open loop: p50 and p99 when both servers are offered the same rate.
+  stays below the servers'. rc/fl is ringcached's requests/s and CPU per
+  request as a multiple of the floor's: the floor's CPU per request is the
+  kernel's TCP cost per message plus the least userspace work.
+  open loop: p50 and p99 when all servers are offered the same rate, and
+  (with a floor) CPU per request of ringcached and the floor at that rate.
+  The closed-loop CPU multiple at pipeline 1 also measures batching: a
+  faster server wakes for fewer requests at a time, so there the floor can
+  cost more per request than a slower server; at the same offered rate the
+  arrivals, and so the batches, are the same for both.
 
 Then the issue's targets, each marked met or MISSED: ringcached's CPU per
 request at most 0.8x memcached's on the non-pipelined 100-byte workload;
 requests/s at least memcached's everywhere; open-loop p99 at most
-memcached's everywhere. The median keeps one disturbed round from moving a
+memcached's everywhere; at -t 1, ringcached's CPU per request at most 1.10x
+the floor's on the 100-byte get workloads at pipeline 1 and 16. The median keeps one disturbed round from moving a
 figure. Runs with errors or wrong values are listed under the tables and
 make the exit status 1.
 
@@ -27,9 +36,12 @@ import statistics
 import sys
 from collections import OrderedDict
 
-A, B = "ringcached", "memcached"
+A, B, C = "ringcached", "memcached", "floor"
 CPU_TARGET_WORKLOAD = "get90-100B"
 CPU_TARGET = 0.8
+FLOOR_TARGET_WORKLOADS = ("get90-100B", "get90-100B-P16")
+FLOOR_TARGET_THREADS = "1"
+FLOOR_TARGET = 1.10
 
 
 def load(path):
@@ -55,45 +67,79 @@ def group(rows):
     for r in rows:
         (table.setdefault(r["threads"], OrderedDict())
               .setdefault(r["mode"], OrderedDict())
-              .setdefault(r["workload"], {A: [], B: []})
+              .setdefault(r["workload"], {A: [], B: [], C: []})
               .setdefault(r["server"], []).append(r))
     return table
 
 
+def has_floor(workloads):
+    return any(s[C] for s in workloads.values())
+
+
+def cpu_per_mreq(runs):
+    return statistics.median(per_mreq(r["server_cpu_s"], r["requests"]) for r in runs)
+
+
 def closed_table(workloads, targets, t):
-    head = ("{:<15} {:>9} {:>9} {:>6} {:>10} | {:>7} {:>7} {:>6} | "
-            "{:>7} {:>7} {:>6} | {:>7}")
-    line = ("{:<15} {:>9.0f} {:>9.0f} {:>6.2f} {:>10} | {:>7.0f} {:>7.0f} {:>6.2f} | "
-            "{:>7.2f} {:>7.2f} {:>6.2f} | {:>7.2f}")
-    print(head.format("closed loop", "rc req/s", "mc req/s", "ratio", "(min-max)",
-                      "rc p99", "mc p99", "ratio", "rc cpu", "mc cpu", "ratio", "gen cpu"))
-    print(head.format("", "", "", "", "", "us", "us", "", "s/Mreq", "s/Mreq", "", "s/Mreq"))
+    """The old columns, then (with a floor) floor req/s, rc/fl, floor CPU, rc/fl."""
+    fl = has_floor(workloads)
+    head = ("{:<15} {:>9} {:>9} {:>6} {:>10}" + (" {:>9} {:>6}" if fl else "") +
+            " | {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6}" +
+            (" {:>7} {:>6}" if fl else "") + " | {:>7}")
+    num = ("{:<15} {:>9.0f} {:>9.0f} {:>6.2f} {:>10}" + (" {:>9.0f} {:>6.2f}" if fl else "") +
+           " | {:>7.0f} {:>7.0f} {:>6.2f} | {:>7.2f} {:>7.2f} {:>6.2f}" +
+           (" {:>7.2f} {:>6.2f}" if fl else "") + " | {:>7.2f}")
+    cols = [["closed loop", "rc req/s", "mc req/s", "rc/mc", "(min-max)"],
+            ["rc p99", "mc p99", "rc/mc", "rc cpu", "mc cpu", "rc/mc"], ["gen cpu"]]
+    units = [["", "", "", "", ""], ["us", "us", "", "s/Mreq", "s/Mreq", ""], ["s/Mreq"]]
+    if fl:
+        cols[0] += ["fl req/s", "rc/fl"]
+        cols[1] += ["fl cpu", "rc/fl"]
+        units[0] += ["", ""]
+        units[1] += ["s/Mreq", ""]
+    print(head.format(*cols[0], *cols[1], *cols[2]))
+    print(head.format(*units[0], *units[1], *units[2]))
     for name, s in workloads.items():
         if not s[A] or not s[B]:
             continue
         rps = {k: med(s[k], "rps") for k in (A, B)}
         p99 = {k: med(s[k], "p99_us") for k in (A, B)}
-        cpu = {k: statistics.median(per_mreq(r["server_cpu_s"], r["requests"])
-                                    for r in s[k]) for k in (A, B)}
+        cpu = {k: cpu_per_mreq(s[k]) for k in (A, B)}
         gen = statistics.median(per_mreq(r["lg_cpu_s"], r["requests"]) for r in s[A] + s[B])
         pairs = [ratio(float(a["rps"]), float(b["rps"])) for a, b in zip(s[A], s[B])]
         spread = f"{min(pairs):.2f}-{max(pairs):.2f}" if len(pairs) >= 3 else ""
         r_rps, r_cpu = ratio(rps[A], rps[B]), ratio(cpu[A], cpu[B])
-        print(line.format(name, rps[A], rps[B], r_rps, spread, p99[A], p99[B],
-                          ratio(p99[A], p99[B]), cpu[A], cpu[B], r_cpu, gen))
+        first = [name, rps[A], rps[B], r_rps, spread]
+        second = [p99[A], p99[B], ratio(p99[A], p99[B]), cpu[A], cpu[B], r_cpu]
+        f_cpu = None
+        if fl:
+            f_rps = med(s[C], "rps") if s[C] else float("nan")
+            f_cpu = cpu_per_mreq(s[C]) if s[C] else float("nan")
+            first += [f_rps, ratio(rps[A], f_rps)]
+            second += [f_cpu, ratio(cpu[A], f_cpu)]
+        print(num.format(*first, *second, gen))
         targets.append((f"-t {t} {name}: req/s ratio {r_rps:.2f} >= 1", r_rps >= 1.0))
         if name == CPU_TARGET_WORKLOAD:
             targets.append((f"-t {t} {name}: server CPU/request ratio {r_cpu:.3f} "
                             f"<= {CPU_TARGET}", r_cpu <= CPU_TARGET))
+        if f_cpu and t == FLOOR_TARGET_THREADS and name in FLOOR_TARGET_WORKLOADS:
+            m = ratio(cpu[A], f_cpu)
+            targets.append((f"-t {t} {name}: server CPU/request {m:.3f}x the floor's "
+                            f"<= {FLOOR_TARGET}", m <= FLOOR_TARGET))
 
 
 def open_table(workloads, targets, t):
-    head = "{:<15} {:>9} | {:>9} {:>9} | {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6}"
+    fl = has_floor(workloads)
+    head = ("{:<15} {:>9} | {:>9} {:>9} | {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6}" +
+            (" | {:>7} {:>7} | {:>7} {:>7} {:>6}" if fl else ""))
     line = ("{:<15} {:>9} | {:>9.0f} {:>9.0f} | {:>7.0f} {:>7.0f} {:>6.2f} | "
-            "{:>7.0f} {:>7.0f} {:>6.2f}")
+            "{:>7.0f} {:>7.0f} {:>6.2f}" +
+            (" | {:>7.0f} {:>7.0f} | {:>7.2f} {:>7.2f} {:>6.2f}" if fl else ""))
     print(head.format("open loop", "offered", "rc req/s", "mc req/s",
-                      "rc p50", "mc p50", "ratio", "rc p99", "mc p99", "ratio"))
-    print(head.format("", "req/s", "", "", "us", "us", "", "us", "us", ""))
+                      "rc p50", "mc p50", "rc/mc", "rc p99", "mc p99", "rc/mc",
+                      *(["fl p50", "fl p99", "rc cpu", "fl cpu", "rc/fl"] if fl else [])))
+    print(head.format("", "req/s", "", "", "us", "us", "", "us", "us", "",
+                      *(["us", "us", "s/Mreq", "s/Mreq", ""] if fl else [])))
     for name, s in workloads.items():
         if not s[A] or not s[B]:
             continue
@@ -101,8 +147,14 @@ def open_table(workloads, targets, t):
         p50 = {k: med(s[k], "p50_us") for k in (A, B)}
         p99 = {k: med(s[k], "p99_us") for k in (A, B)}
         r99 = ratio(p99[A], p99[B])
+        extra = []
+        if fl:
+            extra = [med(s[C], "p50_us"), med(s[C], "p99_us")] if s[C] else [float("nan")] * 2
+            rc_cpu = cpu_per_mreq(s[A])
+            fl_cpu = cpu_per_mreq(s[C]) if s[C] else float("nan")
+            extra += [rc_cpu, fl_cpu, ratio(rc_cpu, fl_cpu)]
         print(line.format(name, s[A][0]["rate"], rps[A], rps[B], p50[A], p50[B],
-                          ratio(p50[A], p50[B]), p99[A], p99[B], r99))
+                          ratio(p50[A], p50[B]), p99[A], p99[B], r99, *extra))
         targets.append((f"-t {t} {name}: open-loop p99 ratio {r99:.2f} <= 1", r99 <= 1.0))
 
 
@@ -118,7 +170,8 @@ def main():
     targets = []
     for t, modes in group(rows).items():
         nrounds = max(len(s[A]) for m in modes.values() for s in m.values())
-        print(f"-t {t}: median of {nrounds} round(s); ratio = ringcached / memcached")
+        print(f"-t {t}: median of {nrounds} round(s); rc/mc = ringcached / memcached, "
+              f"rc/fl = ringcached / floor (rc-floor, one thread)")
         if "closed" in modes:
             closed_table(modes["closed"], targets, t)
         if "open" in modes:
