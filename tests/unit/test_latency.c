@@ -23,18 +23,20 @@ static void test_bounds(void)
 		CU_ASSERT_EQUAL(lat_bucket_high(i) + 1, lat_bucket_low(i + 1));
 		uint64_t lo = lat_bucket_low(i), hi = lat_bucket_high(i);
 		CU_ASSERT(lo <= hi);
-		if (i < 2 * LAT_SUB)
+		if (i < 2 * LAT_SUB) {
 			CU_ASSERT_EQUAL(hi, lo);
-		else
+		} else {
 			CU_ASSERT((hi - lo + 1) * LAT_SUB <= lo);
+		}
 		CU_ASSERT_EQUAL(lat_bucket(lo), i);
 		CU_ASSERT_EQUAL(lat_bucket(hi), i);
 	}
 	for (uint64_t v = 1; v < ((uint64_t)1 << LAT_MAX_BITS); v = v * 3 + 1) {
 		unsigned b = lat_bucket(v);
 		CU_ASSERT(lat_bucket_low(b) <= v && v <= lat_bucket_high(b));
-		if (v >= LAT_SUB)
+		if (v >= LAT_SUB) {
 			CU_ASSERT((lat_bucket_high(b) - v) * LAT_SUB <= v);
+		}
 	}
 	/* powers of two start a bucket (the Prometheus le bounds) */
 	for (unsigned k = 0; k < LAT_MAX_BITS; k++)
