@@ -5,6 +5,9 @@
 
 #include "net/meta.h"
 
+#include <stddef.h>
+#include <string.h>
+
 static const char *const names[LAT_NFAM] = {
 	[LAT_GET] = "get",       [LAT_SET] = "set",
 	[LAT_DELETE] = "delete", [LAT_INCR_DECR] = "incr_decr",
@@ -86,6 +89,27 @@ void lat_set_merge(struct lat_set *dst, const struct lat_set *src)
 {
 	for (unsigned f = 0; f < LAT_NFAM; f++)
 		lat_merge(&dst->h[f], &src->h[f]);
+}
+
+void lat_set_merge_bytes(struct lat_set *dst, const void *src)
+{
+	const char *p = src;
+	for (unsigned f = 0; f < LAT_NFAM; f++) {
+		struct lat_hist *d = &dst->h[f];
+		const char *h = p + f * sizeof(struct lat_hist);
+		uint64_t v;
+		memcpy(&v, h + offsetof(struct lat_hist, count), 8);
+		d->count += v;
+		memcpy(&v, h + offsetof(struct lat_hist, sum_us), 8);
+		d->sum_us += v;
+		memcpy(&v, h + offsetof(struct lat_hist, max_us), 8);
+		if (v > d->max_us)
+			d->max_us = v;
+		for (unsigned i = 0; i < LAT_BUCKETS; i++) {
+			memcpy(&v, h + offsetof(struct lat_hist, b) + i * 8u, 8);
+			d->b[i] += v;
+		}
+	}
 }
 
 uint64_t lat_percentile(const struct lat_hist *h, double q)

@@ -94,6 +94,8 @@ static inline void lat_record_n(struct lat_hist *h, uint64_t us, uint64_t n)
 /* Adds src's samples to dst. */
 void lat_merge(struct lat_hist *dst, const struct lat_hist *src);
 void lat_set_merge(struct lat_set *dst, const struct lat_set *src);
+/* The same from a byte copy of a struct lat_set at any alignment. */
+void lat_set_merge_bytes(struct lat_set *dst, const void *src);
 
 /* The q-quantile (0 < q <= 1): the highest value of the bucket holding the
    ceil(q * count)-th sample, at most max_us; 0 for an empty histogram. */

@@ -106,8 +106,17 @@ static void test_merge(void)
 	}
 	lat_record_n(&a->h[LAT_MG], 3, 10);
 	lat_record_n(&all->h[LAT_MG], 3, 10);
+	/* from an unaligned byte copy, as stats latency merges */
+	char *raw = malloc(sizeof(*b) + 1);
+	memcpy(raw + 1, b, sizeof(*b));
+	struct lat_set *a2 = malloc(sizeof(*a2));
+	memcpy(a2, a, sizeof(*a2));
+	lat_set_merge_bytes(a2, raw + 1);
 	lat_set_merge(a, b);
 	CU_ASSERT_EQUAL(memcmp(a, all, sizeof(*a)), 0);
+	CU_ASSERT_EQUAL(memcmp(a2, all, sizeof(*a)), 0);
+	free(raw);
+	free(a2);
 	CU_ASSERT_EQUAL(a->h[LAT_MG].count, 5000 / LAT_NFAM + 10 +
 			(5000 % LAT_NFAM > LAT_MG));
 	free(a);
