@@ -25,6 +25,7 @@
 
 #include "daemon/config.h"
 #include "daemon/log.h"
+#include "daemon/metrics.h"
 #include "daemon/notify.h"
 #include "net/listen.h"
 #include "net/worker.h"
@@ -163,6 +164,13 @@ int main(int argc, char **argv)
 		listen_close(&cfg, g.listeners, g.nlisteners);
 		return EX_OSERR;
 	}
+	struct metrics *metrics = NULL;
+	if (metrics_start(&g, &metrics) < 0) {
+		listen_shutdown(g.listeners, g.nlisteners);
+		worker_stop_all(&g);
+		listen_close(&cfg, g.listeners, g.nlisteners);
+		return EX_OSERR;
+	}
 	if (cfg.pid_file)
 		write_pid_file(cfg.pid_file);
 	log_msg(LOG_INFO, "ready: %u threads, %zu MiB, %s port %d", cfg.threads,
@@ -176,6 +184,7 @@ int main(int argc, char **argv)
 	wait_for_stop(&g, &set, wd_usec);
 
 	notify_stopping();
+	metrics_stop(metrics); /* it reads the workers: before they go */
 	listen_shutdown(g.listeners, g.nlisteners);
 	worker_stop_all(&g);
 	listen_close(&cfg, g.listeners, g.nlisteners);

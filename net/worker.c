@@ -289,12 +289,14 @@ static void lat_flush(struct worker *w)
    (then next pass): a worker never waits for it. */
 static void publish(struct worker *w)
 {
+	w->pub_due = true;
 	if (w->now_ms - w->pub_ms < WORKER_PUB_MS)
 		return;
 	struct worker_pub *p = &w->pub;
 	if (pthread_mutex_trylock(&p->lock) != 0)
 		return;
 	w->pub_ms = w->now_ms;
+	w->pub_due = false;
 	shard_stats(w->shard, &p->shard);
 	p->worker = w->counters;
 	p->worker.conn_buffer_bytes = w->mem.held;
@@ -352,6 +354,9 @@ static void run_loop(struct worker *w)
 		/* a rebuilding index holds two arrays: finish it while idle */
 		unsigned ms = w->draining ? 10 :
 			      shard_rebuilding(w->shard) ? 1 : g->tick_ms;
+		/* what this pass changed is published within WORKER_PUB_MS */
+		if (w->pub_due && ms > WORKER_PUB_MS)
+			ms = WORKER_PUB_MS;
 		struct __kernel_timespec ts = {
 			.tv_sec = ms / 1000,
 			.tv_nsec = (long long)(ms % 1000) * 1000000,

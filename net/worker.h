@@ -160,6 +160,7 @@ struct worker {
 	bool lat_pending;
 	struct lat_set lat;
 	int64_t pub_ms;              /* when `pub` was last written */
+	bool pub_due;                /* a pass since then: wake up to publish */
 	struct worker_pub pub;       /* published copy for the metrics thread */
 	bool stall;                  /* test builds: the watchdog stall */
 	pthread_t thread;
