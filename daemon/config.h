@@ -41,6 +41,8 @@ struct config {
 	size_t conn_arena_max;  /* -o conn_buffer_max=: per-connection arena */
 	size_t conn_mem_max;    /* -o conn_mem_max=: all connections' buffers;
 				   0 until main() sets max(16m, -m / 4) */
+	int metrics_port;       /* -o metrics_port=: Prometheus /metrics on
+				   the -l addresses; 0 (default): off */
 	unsigned watchdog_stall;/* test builds only: stall worker 0 after N s */
 	bool shutdown_enabled;  /* -A: the shutdown command stops the daemon */
 	char prefix_delim;      /* -D: stats detail's prefix delimiter, ':' */

@@ -13,6 +13,8 @@
  * (EX_OSERR) when the daemon cannot start.
  */
 #include <errno.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -25,6 +27,7 @@
 
 #include "daemon/config.h"
 #include "daemon/log.h"
+#include "daemon/metrics.h"
 #include "daemon/notify.h"
 #include "net/listen.h"
 #include "net/worker.h"
@@ -114,6 +117,34 @@ static void raise_fd_limit(uint32_t max_conns)
 			(unsigned long)rl.rlim_cur, max_conns);
 }
 
+/* -v: the settings and every listening socket, once, at start-up. */
+static void log_settings(const struct config *cfg, const struct worker_group *g)
+{
+	if (!cfg->verbose)
+		return;
+	log_msg(LOG_INFO, "settings: -t %u -m %zu MiB -c %u -I %zu -b %d%s%s, "
+		"line_max %zu, conn_buffer_max %zu, conn_mem_max %zu, "
+		"metrics_port %d, verbosity %d", cfg->threads,
+		cfg->mem_limit >> 20, cfg->max_conns, cfg->item_max, cfg->backlog,
+		cfg->no_evict ? " -M" : "", cfg->shutdown_enabled ? " -A" : "",
+		cfg->line_max, cfg->conn_arena_max, cfg->conn_mem_max,
+		cfg->metrics_port, cfg->verbose);
+	for (uint32_t i = 0; i < g->nlisteners; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
+		if (g->listeners[i].is_unix) {
+			log_msg(LOG_INFO, "listening on unix socket %s", cfg->unix_path);
+			continue;
+		}
+		if (getsockname(g->listeners[i].fd, (struct sockaddr *)&ss, &len) == 0)
+			getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), serv,
+				    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV);
+		log_msg(LOG_INFO, "listening on %s port %s (fd %d)", host, serv,
+			g->listeners[i].fd);
+	}
+}
+
 static void finish_config(struct config *cfg)
 {
 	raise_fd_limit(cfg->max_conns);
@@ -149,6 +180,7 @@ int main(int argc, char **argv)
 				  .started = time(NULL) };
 	if (listen_open(&cfg, &g.listeners, &g.nlisteners) < 0)
 		return EX_OSERR;
+	log_settings(&cfg, &g);
 	if (drop_privileges(cfg.user) < 0) {
 		listen_close(&cfg, g.listeners, g.nlisteners);
 		return EX_OSERR;
@@ -160,6 +192,13 @@ int main(int argc, char **argv)
 		g.tick_ms = wd_usec / 4000 ? (unsigned)(wd_usec / 4000) : 1;
 
 	if (worker_start_all(&g) < 0) {
+		listen_close(&cfg, g.listeners, g.nlisteners);
+		return EX_OSERR;
+	}
+	struct metrics *metrics = NULL;
+	if (metrics_start(&g, &metrics) < 0) {
+		listen_shutdown(g.listeners, g.nlisteners);
+		worker_stop_all(&g);
 		listen_close(&cfg, g.listeners, g.nlisteners);
 		return EX_OSERR;
 	}
@@ -176,6 +215,7 @@ int main(int argc, char **argv)
 	wait_for_stop(&g, &set, wd_usec);
 
 	notify_stopping();
+	metrics_stop(metrics); /* it reads the workers: before they go */
 	listen_shutdown(g.listeners, g.nlisteners);
 	worker_stop_all(&g);
 	listen_close(&cfg, g.listeners, g.nlisteners);

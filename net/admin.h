@@ -42,7 +42,8 @@
 #define ADMIN_ROUND_MAX ((size_t)64 << 10)
 #define ADMIN_ROUND_SLOTS ((size_t)1 << 16)
 
-enum admin_group { ADMIN_ITEMS = 1, ADMIN_SLABS = 2, ADMIN_DETAIL = 3 };
+enum admin_group { ADMIN_ITEMS = 1, ADMIN_SLABS = 2, ADMIN_DETAIL = 3,
+		   ADMIN_SHARDS = 4 /* net/observe.h */ };
 
 /* shutdown, cache_memlimit, lru_crawler. */
 void admin_request(struct conn *c, const struct proto_req *r);

@@ -416,6 +416,9 @@ static void parse_input(struct conn *c)
 		if (rc == PROTO_BAD) {
 			c->rd_active = false;
 			c->skip_line = req.skip_line;
+			if (*req.error) /* -vv: a client's bad input */
+				log_msg(LOG_DEBUG, "client fd %d: %.*s", c->fd,
+					(int)strcspn(req.error, "\r\n"), req.error);
 			/* memcached mutes the error of a noreply request. */
 			if (!req.noreply && *req.error &&
 			    conn_emit_copy(c, req.error, strlen(req.error)) < 0) {

@@ -85,6 +85,7 @@ static void send_remote(struct conn *c, uint32_t dst, struct meta_req *m)
 	}
 	*sp = m->spec;
 	x->meta = sp;
+	x->lat_fam = (uint8_t)lat_meta_family(sp->cmd);
 	x->seg = seg;
 	worker_send_xreq(c->w, dst, x);
 }
@@ -108,6 +109,7 @@ void metaproc_request(struct conn *c, struct meta_req *m)
 	struct hit_sink hs = { .sp = sp, .out = &c->out };
 	struct shard_res res;
 	int rc = exec(w, q, sp, &res, &hs);
+	worker_lat_local(w, lat_meta_family(sp->cmd));
 	if (rc == 0 && res.status == SHARD_HIT && sp->cmd == META_MG) {
 		if (conn_emit(c, hs.start, hs.len) < 0)
 			conn_close(c);

@@ -15,6 +15,7 @@
 #include "net/metaproc.h"
 
 #include "net/admin.h"
+#include "net/observe.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -96,6 +97,9 @@ static struct xreq *xreq_new(struct conn *c, const struct shard_req *q,
 	x->conn = c;
 	x->kind = (uint8_t)kind;
 	x->cmd = (uint8_t)cmd;
+	x->lat_fam = kind == XREQ_OP ? (uint8_t)lat_family(cmd) : LAT_NONE;
+	if (x->lat_fam != LAT_NONE)
+		x->lat_start = worker_lat_start(c->w);
 	x->req = *q;
 	if (q->klen && !(x->req.key = arena_copy(&c->arena, q->key, q->klen)))
 		return NULL;
@@ -155,6 +159,7 @@ static void do_single(struct conn *c, const struct proto_req *r)
 	int rc = shard_exec(w->shard, &q, &res, NULL, NULL);
 	if (!r->noreply)
 		emit_status(c, r->cmd, rc, &res);
+	worker_lat_local(w, lat_family(r->cmd));
 }
 
 /*
@@ -195,6 +200,7 @@ int process_read(struct conn *c, const struct proto_req *r)
 		struct out_sink s = { .c = c, .with_cas = with_cas };
 		struct shard_res res;
 		int rc = shard_exec(w->shard, &q, &res, out_sink, &s);
+		worker_lat_local(w, LAT_GET);
 		if (detail)
 			detail_count(&w->group->detail, q.key, q.klen, DETAIL_GET,
 				     rc == 0 && res.status == SHARD_HIT);
@@ -310,6 +316,10 @@ static void gather_done(struct conn *c, struct xgather *g)
 		conn_fill(c, g->seg, "OK\r\n", 4);
 	} else if (g->parts) {
 		conn_fill(c, g->seg, "END\r\n", 5);
+	} else if (g->lat) {
+		observe_latency_done(c, g);
+	} else if (g->stats && g->group == ADMIN_SHARDS) {
+		observe_shards_done(c, g);
 	} else if (g->stats && g->group) {
 		admin_stats_group(c, g);
 	} else if (g->stats) {
@@ -339,7 +349,16 @@ static void execute_fanout(struct worker *w, struct xreq *x, struct xbatch *b)
 		w->counters.cmd_flush = 0;
 		w->counters.conn_slow_closed = 0;
 		w->mem.refused = 0;
+		memset(&w->lat, 0, sizeof(w->lat));
 		break;
+	case XREQ_LATENCY: {
+		char *p = xbatch_reserve(b, sizeof(w->lat));
+		if (p) {
+			memcpy(p, &w->lat, sizeof(w->lat));
+			b->len += sizeof(w->lat);
+		}
+		break;
+	}
 	case XREQ_FLUSH:
 		shard_flush(w->shard, x->req.exptime);
 		break;
@@ -379,6 +398,11 @@ struct xgather *process_fanout(struct conn *c, const struct proto_req *r,
 		goto oom;
 	if (kind == XREQ_STATS && tmpl)
 		g->group = (uint8_t)tmpl->arg;
+	if (kind == XREQ_LATENCY) {
+		if (!(g->lat = arena_alloc(&c->arena, sizeof(*g->lat))))
+			goto oom;
+		memset(g->lat, 0, sizeof(*g->lat));
+	}
 	struct shard_req q = { .exptime = r->exptime };
 	for (uint32_t i = 0; i < n; i++) {
 		struct xreq *x = xreq_new(c, &q, r->cmd, kind);
@@ -397,7 +421,10 @@ struct xgather *process_fanout(struct conn *c, const struct proto_req *r,
 			continue;
 		}
 		struct xbatch local = { .src = w->id, .dst = w->id };
-		execute_fanout(w, x, &local);
+		if (kind == XREQ_LATENCY)
+			lat_set_merge(g->lat, &w->lat);
+		else
+			execute_fanout(w, x, &local);
 		if (g->parts)
 			conn_fill(c, g->parts[i], local.buf, local.len);
 		heap_free(local.buf);
@@ -485,6 +512,11 @@ static void do_stats(struct conn *c, const struct proto_req *r)
 		do_fanout(c, r, XREQ_STATS_RESET);
 	} else if (r->arg_len == 8 && !memcmp(r->arg, "settings", 8)) {
 		do_settings(c);
+	} else if (r->arg_len == 7 && !memcmp(r->arg, "latency", 7)) {
+		do_fanout(c, r, XREQ_LATENCY);
+	} else if (r->arg_len == 6 && !memcmp(r->arg, "shards", 6)) {
+		struct xreq t = { .arg = ADMIN_SHARDS };
+		process_fanout(c, r, XREQ_STATS, &t);
 	} else if (admin_stats(c, r)) {
 		/* items, slabs, detail, cachedump, conns: net/admin.c */
 	} else {
@@ -596,8 +628,19 @@ void process_execute(struct worker *w, struct xbatch *b)
 
 /* ---- home side, when a batch returns ---------------------------------- */
 
+/* A worker's histograms, copied into the batch's reply bytes (which need
+   not be aligned), into the gather's merge. */
+static void merge_latency(struct xgather *g, const struct xbatch *b,
+			  const struct xreq *x)
+{
+	if (x->out_len == sizeof(struct lat_set))
+		lat_set_merge_bytes(g->lat, b->buf + x->out_off);
+}
+
 static void complete_one(struct conn *c, struct xbatch *b, struct xreq *x)
 {
+	if (x->gather && x->kind == XREQ_LATENCY && !c->closing)
+		merge_latency(x->gather, b, x);
 	if (x->gather) {
 		if (x->gather->parts && !c->closing)
 			conn_fill(c, x->gather->parts[x->part],
@@ -636,10 +679,16 @@ static void complete_one(struct conn *c, struct xbatch *b, struct xreq *x)
 void process_complete(struct worker *w, struct xbatch *b)
 {
 	struct xreq *x = b->head;
+	uint64_t now = 0;
 	while (x) {
 		/* The xreq lives in c's arena, which conn_unref may free. */
 		struct xreq *next = x->next;
 		struct conn *c = x->conn;
+		if (x->lat_fam < LAT_NFAM) {
+			if (!now)
+				now = lat_clock_us();
+			lat_record_n(&w->lat.h[x->lat_fam], now - x->lat_start, 1);
+		}
 		complete_one(c, b, x);
 		c->inflight--;
 		if (!c->closing)

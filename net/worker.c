@@ -72,6 +72,7 @@ void worker_mark_dirty(struct worker *w, struct conn *c)
 void worker_send_xreq(struct worker *w, uint32_t dst, struct xreq *x)
 {
 	xbatch_append(w->out[dst].building, x);
+	w->counters.xreq_sent++;
 }
 
 static int64_t now_ms(void)
@@ -175,6 +176,7 @@ static void on_msg(struct worker *w, struct xbatch *b)
 {
 	xbatch_acquire(b);
 	if (b->dst == w->id) {
+		w->counters.xreq_recv += b->count;
 		process_execute(w, b);
 		send_batch(w, b, b->src);
 		return;
@@ -266,6 +268,59 @@ static void maybe_reclaim(struct worker *w)
 	conn_reclaim(w);
 }
 
+/* The requests answered on this shard in this pass: each took (about) the
+   pass's time from the first parse to now, when its reply is queued. */
+static void lat_flush(struct worker *w)
+{
+	if (w->lat_pending) {
+		uint64_t d = lat_clock_us() - w->lat_pass_us;
+		for (unsigned f = 0; f < LAT_NFAM; f++) {
+			if (!w->lat_local[f])
+				continue;
+			lat_record_n(&w->lat.h[f], d, w->lat_local[f]);
+			w->lat_local[f] = 0;
+		}
+		w->lat_pending = false;
+	}
+	w->lat_pass_us = 0;
+}
+
+/* Copies the counters for the metrics thread, unless it is reading them
+   (then next pass): a worker never waits for it. */
+static void publish(struct worker *w)
+{
+	w->pub_due = true;
+	if (w->now_ms - w->pub_ms < WORKER_PUB_MS)
+		return;
+	struct worker_pub *p = &w->pub;
+	if (pthread_mutex_trylock(&p->lock) != 0)
+		return;
+	w->pub_ms = w->now_ms;
+	w->pub_due = false;
+	shard_stats(w->shard, &p->shard);
+	p->worker = w->counters;
+	p->worker.conn_buffer_bytes = w->mem.held;
+	p->worker.conn_buffer_refused = w->mem.refused;
+	p->lat = w->lat;
+	p->valid = true;
+	pthread_mutex_unlock(&p->lock);
+}
+
+bool worker_pub_read(struct worker *w, struct worker_pub *out)
+{
+	struct worker_pub *p = &w->pub;
+	pthread_mutex_lock(&p->lock);
+	bool valid = p->valid;
+	if (valid) {
+		out->shard = p->shard;
+		out->worker = p->worker;
+		out->lat = p->lat;
+	}
+	pthread_mutex_unlock(&p->lock);
+	out->valid = valid;
+	return valid;
+}
+
 static void after_pass(struct worker *w)
 {
 	set_clock(w);
@@ -275,6 +330,9 @@ static void after_pass(struct worker *w)
 		connmem_tick(&w->mem);
 	}
 	push_dirty(w);
+	lat_flush(w);
+	w->counters.loop_turns++;
+	publish(w);
 	flush_outboxes(w);
 	shard_tick(w->shard, TICK_BUDGET);
 	atomic_fetch_add_explicit(&w->heartbeat, 1, memory_order_relaxed);
@@ -296,6 +354,9 @@ static void run_loop(struct worker *w)
 		/* a rebuilding index holds two arrays: finish it while idle */
 		unsigned ms = w->draining ? 10 :
 			      shard_rebuilding(w->shard) ? 1 : g->tick_ms;
+		/* what this pass changed is published within WORKER_PUB_MS */
+		if (w->pub_due && ms > WORKER_PUB_MS)
+			ms = WORKER_PUB_MS;
 		struct __kernel_timespec ts = {
 			.tv_sec = ms / 1000,
 			.tv_nsec = (long long)(ms % 1000) * 1000000,
@@ -494,6 +555,7 @@ int worker_start_all(struct worker_group *g)
 			w->group = g;
 			w->wake_fd = -1;
 			atomic_init(&w->heartbeat, 0);
+			pthread_mutex_init(&w->pub.lock, NULL);
 			g->workers[i] = w;
 		}
 		if (!w || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
@@ -522,6 +584,7 @@ void worker_stop_all(struct worker_group *g)
 		if (!g->workers[i])
 			continue;
 		pthread_join(g->workers[i]->thread, NULL);
+		pthread_mutex_destroy(&g->workers[i]->pub.lock);
 		free(g->workers[i]);
 	}
 	free(g->workers);

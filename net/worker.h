@@ -42,6 +42,7 @@
 #include "daemon/config.h"
 #include "net/connmem.h"
 #include "net/detail.h"
+#include "net/latency.h"
 #include "net/proto.h"
 #include "shard/shard.h"
 
@@ -64,6 +65,27 @@ struct worker_counters {
 	/* Filled from `mem` when stats asks. */
 	uint64_t conn_buffer_bytes;  /* connection memory lent now */
 	uint64_t conn_buffer_refused;/* allocations the budget refused */
+	/* stats shards */
+	uint64_t xreq_sent;          /* requests handed to other shards */
+	uint64_t xreq_recv;          /* requests executed for other workers */
+	uint64_t loop_turns;         /* passes of the loop */
+};
+
+/* A shard's counters as its worker last published them, for the metrics
+   thread (daemon/metrics.h), which must never call shard_* or wait on a
+   worker. The worker copies its counters and latency histograms in at most
+   every WORKER_PUB_MS, under pthread_mutex_trylock: if the reader holds
+   the lock the worker skips this turn instead of waiting. The reader takes
+   the lock (it may wait a copy's time). `valid` is false until the first
+   copy. Lives inside struct worker, so it is valid from worker_start_all to
+   worker_stop_all. */
+#define WORKER_PUB_MS 100
+struct worker_pub {
+	pthread_mutex_t lock;
+	bool valid;
+	struct shard_stats shard;
+	struct worker_counters worker;
+	struct lat_set lat;
 };
 
 /* Shared by every worker of the process; written before they start. */
@@ -126,6 +148,20 @@ struct worker {
 	int64_t reclaim_ms;          /* when conn_reclaim last ran */
 	int64_t mem_tick_ms;         /* when connmem_tick last ran */
 	atomic_uint_fast64_t heartbeat; /* loop passes; read by main */
+	/* Latency (net/latency.h). A request's start is the first request
+	   parse of the loop pass (one clock read per pass, shared by every
+	   request parsed in it; 0 until then). A request answered on this
+	   shard is counted in lat_local and recorded at the end of the pass
+	   with the pass's elapsed time; a request sent to another shard
+	   carries its start in its xreq and is recorded when its reply comes
+	   back and fills its segment (one clock read per returning batch). */
+	uint64_t lat_pass_us;
+	uint32_t lat_local[LAT_NFAM];
+	bool lat_pending;
+	struct lat_set lat;
+	int64_t pub_ms;              /* when `pub` was last written */
+	bool pub_due;                /* a pass since then: wake up to publish */
+	struct worker_pub pub;       /* published copy for the metrics thread */
 	bool stall;                  /* test builds: the watchdog stall */
 	pthread_t thread;
 };
@@ -154,6 +190,28 @@ void worker_rbuf_put(struct worker *w, unsigned bid);
 
 /* Marks a connection as having output to send after this pass. */
 void worker_mark_dirty(struct worker *w, struct conn *c);
+
+/* The start time (us) of a request parsed now: see lat_pass_us. */
+static inline uint64_t worker_lat_start(struct worker *w)
+{
+	if (!w->lat_pass_us)
+		w->lat_pass_us = lat_clock_us();
+	return w->lat_pass_us;
+}
+
+/* A request of family fam answered on this shard during this pass. */
+static inline void worker_lat_local(struct worker *w, unsigned fam)
+{
+	if (fam >= LAT_NFAM)
+		return;
+	worker_lat_start(w);
+	w->lat_local[fam]++;
+	w->lat_pending = true;
+}
+
+/* Copies w's published counters into the caller's memory (any thread);
+   false if the worker has published nothing yet. */
+bool worker_pub_read(struct worker *w, struct worker_pub *out);
 
 /* Appends a cross-shard request to the batch for its destination. */
 struct xreq;

@@ -43,6 +43,8 @@ enum xreq_kind {
 	XREQ_FLUSH,       /* flush_all with req.exptime as the delay */
 	XREQ_MEMLIMIT,    /* cache_memlimit: shard_set_limit(arg bytes) */
 	XREQ_TEXT,        /* a listing (enum xtext) into the reply buffer */
+	XREQ_LATENCY,     /* copy the worker's struct lat_set into the reply
+			     buffer; the home merges it (stats latency) */
 };
 
 /* The listings a XREQ_TEXT fan-out asks each worker for (net/admin.c). */
@@ -68,6 +70,8 @@ struct xgather {
 					worker, before `seg` (the END) */
 	uint8_t group;               /* stats: 0 general, or enum
 					admin_group (items, slabs) */
+	struct lat_set *lat;         /* stats latency: the merge, in the
+					arena */
 };
 
 struct xreq {
@@ -78,6 +82,8 @@ struct xreq {
 	uint8_t kind;                /* enum xreq_kind */
 	uint8_t cmd;                 /* enum proto_cmd */
 	bool with_cas;               /* gets/gats */
+	uint8_t lat_fam;             /* enum lat_family, LAT_NONE: unmeasured */
+	uint64_t lat_start;          /* when it was parsed (us, home clock) */
 	struct shard_req req;        /* key, value: copies in the arena */
 	/* Written by the destination. */
 	int rc;

@@ -27,6 +27,10 @@ declare -A probe=(
   [php-memcache]='/usr/lib/php/*/memcache.so'
   [libcache-memcached-fast-perl]='/usr/lib/*/perl5/*/Cache/Memcached/Fast.pm'
   [nutcracker]=/usr/sbin/nutcracker
+  # the Prometheus endpoint (-o metrics_port) and its check in
+  # tests/integration/test_observability.py (promtool)
+  [libmicrohttpd-dev]=/usr/include/microhttpd.h
+  [prometheus]=/usr/bin/promtool
 )
 
 # A probe may be a glob; the package is there when it matches an existing file.
@@ -60,6 +64,10 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null 
 # Debian starts memcached as a service when it is installed; tests start their own.
 if [[ " ${missing[*]} " == *" memcached "* ]] && command -v systemctl >/dev/null 2>&1; then
   $SUDO systemctl disable --now memcached >/dev/null 2>&1 || true
+fi
+# The same for Prometheus: the tests only need its promtool.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 # The same for twemproxy: the tests run their own nutcracker on free ports.
 if [[ " ${missing[*]} " == *" nutcracker "* ]] && command -v systemctl >/dev/null 2>&1; then

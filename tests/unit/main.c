@@ -13,6 +13,7 @@ int test_table_register(void);
 int test_shard_register(void);
 int test_seg_register(void);
 int test_meta_register(void);
+int test_latency_register(void);
 
 int main(void)
 {
@@ -24,6 +25,7 @@ int main(void)
 		test_shard_register,
 		test_seg_register,
 		test_meta_register,
+		test_latency_register,
 	};
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 2;

@@ -1,0 +1,295 @@
+"""Observability: stats latency, stats shards, the Prometheus endpoint
+(-o metrics_port) and its behaviour under hostile HTTP, and the -v / -vv
+logs.
+
+Counts are exact: every measured command is counted once (a get once per
+key), so after `stats reset` the histogram counts must equal what the test
+sent, both in `stats latency` and in /metrics (which shows what workers
+published, at most ~100 ms old: the tests poll for it).
+"""
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import Conn, THREADS, free_port
+
+PROMTOOL = shutil.which("promtool")
+
+
+def families(c):
+    return c.stats("latency")
+
+
+def run_mix(c, n):
+    """n of each family, keys spread over every shard."""
+    for i in range(n):
+        assert c.cmd("set k%d 0 0 2\r\nv%d\r\n" % (i, i % 10)) == "STORED"
+    for i in range(n):
+        assert c.get_values("get k%d\r\n" % i)
+    for i in range(n):
+        assert c.cmd("touch k%d 100\r\n" % i) == "TOUCHED"
+    for i in range(n):
+        c.cmd("incr n%d 1\r\n" % i)
+    for i in range(n):
+        assert c.cmd("ms m%d 1\r\nx\r\n" % i) == "HD"
+    for i in range(n):
+        assert c.cmd("mg m%d v\r\n" % i) == "VA 1"
+        assert c.line() == "x"
+    for i in range(n):
+        assert c.cmd("ma m%d\r\n" % i) in ("CLIENT_ERROR cannot increment or decrement non-numeric value", "NF", "HD")
+    for i in range(n):
+        assert c.cmd("md m%d\r\n" % i) in ("HD", "NF")
+    for i in range(n):
+        assert c.cmd("delete k%d\r\n" % i) == "DELETED"
+
+
+FAMS = ["get", "set", "delete", "incr_decr", "touch", "mg", "ms", "md", "ma"]
+
+
+@pytest.mark.parametrize("threads", THREADS, ids=lambda t: "t%d" % t)
+def test_stats_latency_counts(server_factory, threads):
+    s = server_factory(threads=threads)
+    c = Conn(s.connect())
+    assert c.cmd("stats reset\r\n") == "RESET"
+    st = families(c)
+    for f in FAMS:
+        assert st["%s_count" % f] == "0"
+    run_mix(c, 50)
+    # a multi-get counts one per key, as cmd_get does
+    c.get_values("get k1 k2 k3 k4\r\n")
+    st = families(c)
+    for f in FAMS:
+        want = 54 if f == "get" else 50
+        assert int(st["%s_count" % f]) == want, (f, st)
+        p = [int(st["%s_%s_us" % (f, q)]) for q in ("p50", "p90", "p99", "p999", "max")]
+        assert p == sorted(p), (f, p)
+        assert p[-1] < 5_000_000
+    # stats reset zeroes them again
+    assert c.cmd("stats reset\r\n") == "RESET"
+    assert families(c)["get_count"] == "0"
+    c.close()
+
+
+def test_stats_latency_pipelined_remote(server_factory):
+    """A pipeline whose keys live on other shards: counted when the reply
+    comes back, once each."""
+    s = server_factory(threads=4)
+    c = Conn(s.connect())
+    n = 400
+    c.send("".join("set p%d 0 0 1 noreply\r\nx\r\n" % i for i in range(n)))
+    c.send("".join("get p%d\r\n" % i for i in range(n)))
+    for i in range(n):
+        assert c.read_values() == {"p%d" % i: (0, b"x")}
+    st = families(c)
+    assert int(st["set_count"]) == n and int(st["get_count"]) == n
+    sh = c.stats("shards")
+    assert sum(int(sh["shard%d_xreq_sent" % i]) for i in range(4)) >= n
+    c.close()
+
+
+def test_stats_shards_move(server_factory):
+    s = server_factory(threads=2)
+    c = Conn(s.connect())
+    a = c.stats("shards")
+    assert set(a) == {"shard%d_%s" % (i, k) for i in range(2) for k in
+                      ("items", "bytes", "evictions", "hits", "misses",
+                       "xreq_sent", "xreq_received", "loop_turns")}
+    for i in range(100):
+        c.cmd("set s%d 0 0 3\r\nabc\r\n" % i)
+        c.get_values("get s%d\r\n" % i)
+        c.get_values("get none%d\r\n" % i)
+    b = c.stats("shards")
+    tot = lambda d, k: sum(int(d["shard%d_%s" % (i, k)]) for i in range(2))
+    assert tot(b, "items") == 100
+    assert tot(b, "hits") - tot(a, "hits") == 100
+    assert tot(b, "misses") - tot(a, "misses") == 100
+    assert tot(b, "bytes") > tot(a, "bytes")
+    assert all(int(b["shard%d_items" % i]) > 0 for i in range(2))
+    assert tot(b, "xreq_sent") > tot(a, "xreq_sent")
+    assert tot(b, "xreq_received") == tot(b, "xreq_sent")
+    assert all(int(b["shard%d_loop_turns" % i]) > int(a["shard%d_loop_turns" % i])
+               for i in range(2))
+    c.close()
+
+
+# ---- Prometheus ------------------------------------------------------------
+
+def scrape(port, path="/metrics", method="GET"):
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), method=method)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, r.headers, r.read().decode()
+
+
+def parse(text):
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        out[name] = float(value)
+    return out
+
+
+def wait_for(port, pred, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        m = parse(scrape(port)[2])
+        if pred(m) or time.monotonic() > deadline:
+            return m
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def metrics_server(server_factory):
+    port = free_port()
+    s = server_factory("-o", "metrics_port=%d" % port, threads=2)
+    s.metrics_port = port
+    return s
+
+
+def test_metrics_off_by_default(server_factory):
+    s = server_factory(threads=1)
+    assert "metrics" not in s.output()
+
+
+def test_metrics_promtool_and_names(metrics_server):
+    port = metrics_server.metrics_port
+    status, headers, body = scrape(port)
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    if not PROMTOOL:
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    p = subprocess.run([PROMTOOL, "check", "metrics"], input=body.encode(),
+                       capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
+    m = parse(body)
+    for name in ("memcached_up", "memcached_current_items", "memcached_items_evicted_total",
+                 "memcached_current_bytes", "memcached_limit_bytes",
+                 "memcached_current_connections", "memcached_connections_total",
+                 'memcached_commands_total{command="get",status="hit"}',
+                 'memcached_commands_total{command="set",status="hit"}',
+                 'ringcache_request_duration_seconds_count{family="get"}',
+                 'ringcache_shard_items{shard="1"}'):
+        assert name in m, name
+    assert m["memcached_up"] == 1
+    assert m["memcached_limit_bytes"] == 64 << 20
+
+
+def test_metrics_counters_and_histograms_move(metrics_server):
+    port = metrics_server.metrics_port
+    c = Conn(metrics_server.connect())
+    before = wait_for(port, lambda m: m["memcached_current_connections"] >= 1)
+    n = 120
+    run_mix(c, n)
+    key = 'ringcache_request_duration_seconds_count{family="%s"}'
+    m = wait_for(port, lambda m: all(m[key % f] == n for f in FAMS))
+    for f in FAMS:
+        assert m[key % f] == n, f
+        # +Inf equals _count; buckets are cumulative
+        buckets = sorted(((float(k.split('le="')[1].split('"')[0]), v) for k, v in m.items()
+                          if k.startswith('ringcache_request_duration_seconds_bucket{family="%s",' % f)))
+        assert buckets[-1] == (float("inf"), n)
+        vals = [v for _, v in buckets]
+        assert vals == sorted(vals)
+        assert m['ringcache_request_duration_seconds_sum{family="%s"}' % f] >= 0
+    get_hit = 'memcached_commands_total{command="get",status="hit"}'
+    assert m[get_hit] - before[get_hit] == 2 * n  # get and mg
+    assert m['memcached_commands_total{command="set",status="hit"}'] >= n
+    assert m['memcached_commands_total{command="delete",status="hit"}'] == 2 * n  # delete, md
+    assert m["memcached_current_items"] == sum(
+        m['ringcache_shard_items{shard="%d"}' % i] for i in range(2))
+    c.close()
+
+
+def test_metrics_404_405(metrics_server):
+    port = metrics_server.metrics_port
+    for path, method, code in (("/", "GET", 404), ("/metricsx", "GET", 404),
+                               ("/metrics", "POST", 405), ("/metrics", "PUT", 405),
+                               ("/metrics", "DELETE", 405)):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            scrape(port, path, method)
+        assert e.value.code == code, (path, method)
+    status, _, body = scrape(port, "/metrics", "HEAD")
+    assert status == 200 and body == ""
+
+
+def still_serving(s):
+    c = Conn(s.connect())
+    assert c.cmd("set alive 0 0 2\r\nok\r\n") == "STORED"
+    assert c.get_values("get alive\r\n") == {"alive": (0, b"ok")}
+    c.close()
+    assert scrape(s.metrics_port)[0] == 200
+
+
+def test_metrics_hostile(metrics_server):
+    s = metrics_server
+    port = s.metrics_port
+    scrape(port)
+    rss0 = s.rss_kib()
+    # a 1 MB header: refused, connection closed, memory bounded
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as k:
+        try:
+            k.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            reply = k.recv(4096)
+        except ConnectionResetError:
+            reply = b""
+        assert not reply.startswith(b"HTTP/1.1 200"), reply[:100]
+    # random garbage on several connections
+    rnd = random.Random(5)
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as k:
+            try:
+                k.sendall(bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(1, 5000))))
+                k.recv(4096)
+            except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                pass
+    # many idle connections beyond the limit: scrapes still get through
+    # once they time out or are refused, and the cache keeps serving
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(6)]
+    # a slowloris: one byte a second for a bounded time
+    slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+    req = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"b" * 100
+    for i in range(4):
+        slow.send(req[i:i + 1])
+        still_serving(s)
+        time.sleep(1)
+    for k in idle:
+        k.close()
+    slow.close()
+    still_serving(s)
+    assert s.alive()
+    assert s.rss_kib() - rss0 < 8 * 1024, (rss0, s.rss_kib())
+
+
+# ---- logs -------------------------------------------------------------------
+
+def test_logs_verbose(server_factory):
+    quiet = server_factory(threads=1)
+    c = Conn(quiet.connect())
+    for i in range(20):
+        c.cmd("set q%d 0 0 1\r\nx\r\n" % i)
+    c.cmd("bogus\r\n")
+    c.close()
+    v = server_factory("-v", threads=1)
+    vv = server_factory("-vv", threads=1)
+    c = Conn(vv.connect())
+    assert c.cmd("bogus\r\n") == "ERROR"
+    c.cmd("set x 0 0 1\r\nx\r\n")
+    c.close()
+    time.sleep(0.2)
+    qo, vo, vvo = quiet.output(), v.output(), vv.output()
+    assert "settings:" not in qo and "listening on" not in qo
+    assert "bogus" not in qo and "client fd" not in qo
+    assert "settings: -t 1" in vo and "listening on 127.0.0.1 port %d" % v.port in vo
+    assert "client fd" not in vo
+    assert "client fd" in vvo
