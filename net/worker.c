@@ -363,6 +363,8 @@ static void run_loop(struct worker *w)
 		};
 		struct io_uring_cqe *cqe;
 		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+		set_clock(w); /* the wait may have lasted a tick: requests see
+				 this moment, not the last pass's */
 		unsigned head, n = 0;
 		io_uring_for_each_cqe(&w->ring, head, cqe) {
 			dispatch(w, cqe);

@@ -113,7 +113,9 @@ def test_stats_shards_move(server_factory):
     assert tot(b, "bytes") > tot(a, "bytes")
     assert all(int(b["shard%d_items" % i]) > 0 for i in range(2))
     assert tot(b, "xreq_sent") > tot(a, "xreq_sent")
-    assert tot(b, "xreq_received") == tot(b, "xreq_sent")
+    # the `stats shards` fan-out itself may be counted as received by the
+    # other shard before its sender's counters were copied (one message)
+    assert 0 <= tot(b, "xreq_received") - tot(b, "xreq_sent") <= 1
     assert all(int(b["shard%d_loop_turns" % i]) > int(a["shard%d_loop_turns" % i])
                for i in range(2))
     c.close()
