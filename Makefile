@@ -14,7 +14,7 @@ SANFLAGS ?=
 OPT      ?= -O2
 CFLAGS   := -std=c11 -Wall -Wextra -Werror $(OPT) -g -D_GNU_SOURCE -I. -MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS  := $(SANFLAGS)
-LIBS     := -luring -lmimalloc -lxxhash -lsystemd -lmicrohttpd -lpthread
+LIBS     := -luring -lmimalloc -lxxhash -lsystemd -lpthread
 
 SHARD_SRC  := $(wildcard shard/*.c)
 NET_SRC    := $(wildcard net/*.c)

@@ -10,7 +10,6 @@
 #include "daemon/metrics.h"
 
 #include <errno.h>
-#include <microhttpd.h>
 #include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 #include <time.h>
 
 #include "daemon/log.h"
+#include "daemon/mhd.h"
 
 #define METRICS_ADDR_MAX 8
 
@@ -254,15 +254,15 @@ void metrics_write(struct worker_group *g, FILE *f)
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status,
 			     const char *text)
 {
-	struct MHD_Response *r = MHD_create_response_from_buffer(
+	struct MHD_Response *r = mhd.create_response_from_buffer(
 		strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
 	if (!r)
 		return MHD_NO;
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain");
+	mhd.add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain");
 	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
-	enum MHD_Result rc = MHD_queue_response(conn, status, r);
-	MHD_destroy_response(r);
+		mhd.add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	enum MHD_Result rc = mhd.queue_response(conn, status, r);
+	mhd.destroy_response(r);
 	return rc;
 }
 
@@ -291,16 +291,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		free(buf);
 		return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
 	}
-	struct MHD_Response *r = MHD_create_response_from_buffer(len, buf,
+	struct MHD_Response *r = mhd.create_response_from_buffer(len, buf,
 								 MHD_RESPMEM_MUST_FREE);
 	if (!r) {
 		free(buf);
 		return MHD_NO;
 	}
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+	mhd.add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
 				"text/plain; version=0.0.4; charset=utf-8");
-	enum MHD_Result rc = MHD_queue_response(conn, MHD_HTTP_OK, r);
-	MHD_destroy_response(r);
+	enum MHD_Result rc = mhd.queue_response(conn, MHD_HTTP_OK, r);
+	mhd.destroy_response(r);
 	return rc;
 }
 
@@ -318,7 +318,7 @@ static int start_one(struct metrics *m, const char *host, int port)
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
 	if (res->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
-	struct MHD_Daemon *d = MHD_start_daemon(
+	struct MHD_Daemon *d = mhd.start_daemon(
 		flags, (uint16_t)port, NULL, NULL, on_request, m,
 		MHD_OPTION_SOCK_ADDR, res->ai_addr,
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_CONN_MAX,
@@ -343,6 +343,8 @@ int metrics_start(struct worker_group *g, struct metrics **out)
 	const struct config *cfg = g->cfg;
 	if (!cfg->metrics_port)
 		return 0;
+	if (mhd_load() < 0)
+		return -ENOENT;
 	struct metrics *m = calloc(1, sizeof(*m));
 	char *list = strdup(cfg->listen ? cfg->listen : "127.0.0.1");
 	if (!m || !list) {
@@ -376,6 +378,6 @@ void metrics_stop(struct metrics *m)
 	if (!m)
 		return;
 	for (unsigned i = 0; i < m->n; i++)
-		MHD_stop_daemon(m->d[i]);
+		mhd.stop_daemon(m->d[i]);
 	free(m);
 }

@@ -38,7 +38,7 @@
 #include "net/udata.h"
 #include "net/xmsg.h"
 
-#define RING_ENTRIES 1024
+#define RING_ENTRIES 256
 #define CQ_ENTRIES 4096 /* 64 KiB of ring per worker; overflow is kept by the kernel (NODROP) */
 #define TICK_BUDGET 64
 #define DRAIN_MS 800

@@ -103,7 +103,7 @@ static inline char *found_value(const struct found *f)
 
 static inline size_t fixed_bytes(const struct shard *s)
 {
-	return table_bytes(&s->table) + s->ghost.bytes + s->seg.ids_bytes +
+	return table_bytes(&s->table) + s->seg.ids_bytes +
 	       s->frag_bytes;
 }
 

@@ -19,7 +19,7 @@
  *
  * Memory: the limit (cfg.mem_limit, this shard's share) charges the heap
  * bytes of every segment (open, sealed, free, spare), the index, the
- * ghost, the segment id array, and the heap's fragmentation above
+ * segment id array, and the heap's fragmentation above
  * limit/32 (measured every limit/64 bytes of stores by walking the heap's
  * pages; only dedicated segments of large items can fragment it, since
  * regular segments all have one size). `bytes` is the live items' bytes.

@@ -230,7 +230,7 @@ void shard_stats_reset(struct shard *s);
 
 /*
  * Test hooks (no side effects): the bytes charged against mem_limit now
- * (segments + table + ghost + the charged part of the heap's
+ * (segments + table + the charged part of the heap's
  * fragmentation, see shard.c), and whether a key is cached and live,
  * without counting it as an access.
  */
