@@ -43,6 +43,7 @@
 #                   CPUs and the generator to the next ones (taskset), so
 #                   they do not fight over a CPU; 0: never pin [auto]
 #   BENCH_QUICK=1   smoke test: 1 round of 1 s runs
+#   BENCH_ONLY      regex of workload names to run, e.g. 'get90-4KB|set50.*'
 #   BENCH_OUT       where the raw results go     [build/bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,6 +118,15 @@ WORKLOADS=(
 	"get90-4KB|-c 50 -P 1 -r 9:1 -v 4096 -k 20000 --key-prefix b4k:"
 	"set50-100B|-c 50 -P 1 -r 1:1 -v 100 -k 100000 --key-prefix b100:"
 )
+# BENCH_ONLY: an extended regex; only the workloads whose name matches run.
+if [ -n "${BENCH_ONLY:-}" ]; then
+	kept=()
+	for w in "${WORKLOADS[@]}"; do
+		[[ ${w%%|*} =~ ^(${BENCH_ONLY})$ ]] && kept+=("$w")
+	done
+	[ ${#kept[@]} -gt 0 ] || die "BENCH_ONLY '$BENCH_ONLY' matches no workload"
+	WORKLOADS=("${kept[@]}")
+fi
 PREFILLS=(
 	"-c 8 -v 100 -k 100000 --key-prefix b100:"
 	"-c 8 -v 4096 -k 20000 --key-prefix b4k:"
