@@ -18,9 +18,8 @@
  *    (memcached's mg and ma run the command first, then send the error);
  *  - an ms whose line is refused has its data block dropped whenever its
  *    length is readable (memcached drops it only after the flags parsed);
- *  - E (explicit cas) is "CLIENT_ERROR invalid flag", as in 1.6.18: a cas
- *    here is derived from the shard's store sequence (shard.h), and an
- *    arbitrary client value cannot be kept without 8 more bytes per item;
+ *  - E (explicit cas, memcached 1.6.27) is accepted by mg (for N), ms, md
+ *    and ma; 1.6.18 answers "CLIENT_ERROR invalid flag";
  *  - md x (newer protocol.txt: empty the value, keep the item) is accepted;
  *    1.6.18 answers "CLIENT_ERROR invalid or duplicate flag";
  *  - k returns the key base64 encoded when the request had b; memcached
@@ -268,6 +267,11 @@ static const char *flags_pass(const struct tok *t, size_t n, struct meta_req *m,
 			if (!dec_u64(v, vl, &q->cas))
 				err = E_TOKEN;
 			break;
+		case 'E':
+			q->mflags |= SHARD_MF_SETCAS;
+			if (!dec_u64(v, vl, &q->new_cas))
+				err = E_TOKEN;
+			break;
 		case 'M':
 			if (t[i].len != 2)
 				err = E_MLEN;
@@ -323,9 +327,13 @@ static const char *ms_mode(struct meta_req *m, char mode)
 	/* I is only meaningful for a compare-and-set */
 	if (q->op != SHARD_OP_CAS)
 		q->mflags &= ~SHARD_MF_STALE;
+	/* memcached's ms takes E0 as no E (its text path reads a cas of 0
+	   as "none given"); md, ma and mg N do store a cas of 0 */
+	if (!q->new_cas)
+		q->mflags &= ~SHARD_MF_SETCAS;
 	/* T is the exptime of the new item; the other letters mean nothing
 	   to a store */
-	q->mflags &= SHARD_MF_CAS | SHARD_MF_STALE;
+	q->mflags &= SHARD_MF_CAS | SHARD_MF_STALE | SHARD_MF_SETCAS;
 	return NULL;
 }
 
@@ -391,15 +399,16 @@ static const char *parse_flags(struct tok *t, size_t n, struct meta_req *m,
 		case 'D': case '-': q->op = SHARD_OP_DECR; break;
 		default: return E_MAMODE;
 		}
-		q->mflags &= SHARD_MF_TTL | SHARD_MF_VIVIFY | SHARD_MF_CAS;
+		q->mflags &= SHARD_MF_TTL | SHARD_MF_VIVIFY | SHARD_MF_CAS |
+			     SHARD_MF_SETCAS;
 	} else if (cmd == META_MD) {
 		q->op = SHARD_OP_DELETE;
 		q->mflags &= SHARD_MF_TTL | SHARD_MF_CAS | SHARD_MF_STALE |
-			     SHARD_MF_EMPTY;
+			     SHARD_MF_EMPTY | SHARD_MF_SETCAS;
 	} else {
 		q->op = SHARD_OP_MGET;
 		q->mflags &= SHARD_MF_VALUE | SHARD_MF_NOBUMP | SHARD_MF_TTL |
-			     SHARD_MF_VIVIFY | SHARD_MF_RECACHE;
+			     SHARD_MF_VIVIFY | SHARD_MF_RECACHE | SHARD_MF_SETCAS;
 	}
 	if (opaque_long(t + 2, n - 2))
 		return E_OPAQUE;
@@ -449,7 +458,7 @@ _Static_assert((offsetof(struct proto_req, arg3_len) + sizeof(uint32_t) +
 		_Alignof(struct proto_req) - 1) / _Alignof(struct proto_req) *
 	       _Alignof(struct proto_req) == sizeof(struct proto_req),
 	       "init_req: set the new proto_req field");
-_Static_assert(offsetof(struct shard_req, initial) + sizeof(uint64_t) ==
+_Static_assert(offsetof(struct shard_req, new_cas) + sizeof(uint64_t) ==
 	       sizeof(struct shard_req), "init_q: set the new shard_req field");
 
 static void init_req(struct proto_req *r, struct proto_key *keys)
@@ -498,6 +507,7 @@ static void init_q(struct shard_req *q)
 	q->vivify = 0;
 	q->recache = 0;
 	q->initial = 0;
+	q->new_cas = 0;
 }
 
 enum proto_rc meta_parse(const char *buf, size_t len,

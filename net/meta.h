@@ -67,8 +67,8 @@ struct meta_spec {
 struct meta_req {
 	struct meta_spec spec;
 	struct shard_req q;       /* op, key, flags, exptime, cas, delta,
-				     value, mflags, vivify, recache, initial
-				     (hash is left for the caller) */
+				     value, mflags, vivify, recache, initial,
+				     new_cas (hash is left for the caller) */
 	char kbuf[SHARD_KEY_MAX]; /* a base64 key, decoded */
 };
 

@@ -24,7 +24,7 @@
 static uint64_t hash_at(void *ctx, uint64_t loc)
 {
 	const char *p = item_at(ctx, loc);
-	return XXH3_64bits(p + item_head_len(item_bits(p)), (uint8_t)p[0]);
+	return XXH3_64bits(p + item_key_off(p), (uint8_t)p[0]);
 }
 
 /* Every item of one segment: parseable up to `used`, and its live count
@@ -40,6 +40,16 @@ static int check_seg(struct shard *s, struct seg *g, size_t *items,
 		CHECK(off + size <= g->used, "seg %u: item at %u runs past %u",
 		      g->id, off, g->used);
 		if (!item_is_pad(g->data + off)) {
+			/* the layout item.h writes: the 32-bit length only
+			   from 0xFFFFFF on, and then in a dedicated segment;
+			   every field the bits name (the explicit cas too) */
+			CHECK(item_size(h.bits, h.klen, h.vlen) == size &&
+			      h.hlen == item_key_off(g->data + off),
+			      "seg %u off %u: head of %u bytes for bits %#x vlen %u",
+			      g->id, off, h.hlen, h.bits, h.vlen);
+			CHECK(h.vlen < ITEM_VLEN_ESC || g->dedicated,
+			      "seg %u off %u: a 32-bit length in a regular segment",
+			      g->id, off);
 			const char *key = g->data + off + h.hlen;
 			uint64_t hash = XXH3_64bits(key, h.klen);
 			uint64_t *slot = table_find_loc(&s->table, hash,

@@ -61,9 +61,24 @@ struct found {
 	size_t size;
 };
 
-static inline uint64_t cas_of(const struct shard *s, uint64_t seq)
+/* The cas a client sees for an item: its explicit one (stored with E), or
+   the one derived from its seq, unique across shards. */
+static inline uint64_t cas_of(const struct shard *s, const struct item_hdr *h)
 {
-	return seq * s->cfg.count + s->cfg.id + 1;
+	if (h->bits & ITEM_HAS_CAS)
+		return h->cas;
+	return h->seq * s->cfg.count + s->cfg.id + 1;
+}
+
+/* Gives a new version of an item the explicit cas of req's E, if any
+   (without E it has none: its cas comes from its new seq). */
+static inline void take_cas(const struct shard_req *req, struct item_hdr *h)
+{
+	h->bits &= (uint8_t)~ITEM_HAS_CAS;
+	if (req->mflags & SHARD_MF_SETCAS) {
+		h->bits |= ITEM_HAS_CAS;
+		h->cas = req->new_cas;
+	}
 }
 
 static inline char *item_at(const struct shard *s, uint64_t loc)
@@ -77,7 +92,7 @@ static inline bool match_at(void *ctx, uint64_t loc, const char *key, uint8_t kl
 {
 	const char *p = item_at(ctx, loc);
 	return (uint8_t)p[0] == klen &&
-	       memcmp(p + item_head_len(item_bits(p)), key, klen) == 0;
+	       memcmp(p + item_key_off(p), key, klen) == 0;
 }
 
 static inline void found_at(struct shard *s, uint64_t *slot, struct found *f)

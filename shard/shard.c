@@ -30,6 +30,11 @@
  * came": a delayed flush just records that seq when the clock reaches
  * it, and items at or below it are dropped lazily.
  *
+ * Cas: an item's cas is derived from its seq (unique across shards),
+ * unless it was written with the meta protocol's E, whose value it keeps
+ * in an optional field (item.h) until a write without E replaces it; the
+ * seq still orders flushes either way.
+ *
  * Thread rule: the creating thread owns the shard (shard.h). Errors are
  * negative errno values; protocol outcomes go in res->status.
  */
@@ -116,9 +121,10 @@ struct pieces {
 };
 
 /*
- * Writes an item (head h with its seq and extra bits set by the caller,
- * key, value pieces) into queue q and indexes it: in old's index slot when
- * old is given (old's bytes become dead), else as a new entry. The
+ * Writes an item (head h with its seq, and the bits FREQ, FETCHED, STALE,
+ * WIN and HAS_CAS with its cas, set by the caller; key; value pieces)
+ * into queue q and indexes it: in old's index slot when old is given
+ * (old's bytes become dead), else as a new entry. The
  * pieces may point into old: its segment is pinned until the copy is
  * made. Returns 0, or -ENOMEM when there is no room (old is untouched).
  */
@@ -126,7 +132,7 @@ static int place(struct shard *s, enum seg_queue q, uint64_t hash,
 		 const char *key, struct found *old, struct item_hdr *h,
 		 const struct pieces *v)
 {
-	h->bits |= item_bits_for(h->vlen, h->flags, h->exptime);
+	h->bits |= item_bits_for(h->flags, h->exptime);
 	size_t n = item_size(h->bits, h->klen, h->vlen);
 	if (n + fixed_bytes(s) + 2 * s->seg.seg_size > s->cfg.mem_limit &&
 	    n > s->seg.large)
@@ -270,8 +276,8 @@ static void touch_freq(struct found *f)
 /*
  * Sets a live item's exptime (raw protocol value): in place when the item
  * has an exptime field or needs none, else by rewriting it with the same
- * seq (touch does not change the cas). A time in the past drops it, and
- * so does a rewrite that finds no room.
+ * seq and explicit cas (touch does not change the cas). A time in the
+ * past drops it, and so does a rewrite that finds no room.
  */
 static void set_exptime(struct shard *s, const struct shard_req *req,
 			struct found *f)
@@ -292,7 +298,8 @@ static void set_exptime(struct shard *s, const struct shard_req *req,
 		return;
 	struct item_hdr h = f->h;
 	h.exptime = (uint32_t)e;
-	h.bits &= ITEM_FREQ | ITEM_FETCHED | ITEM_STALE | ITEM_WIN;
+	h.bits &= ITEM_FREQ | ITEM_FETCHED | ITEM_STALE | ITEM_WIN |
+		  ITEM_HAS_CAS;
 	struct pieces v = { .a = found_value(f), .alen = f->h.vlen };
 	/* no room for the longer copy: the item goes, as if evicted right
 	   after the touch (keeping it past the new exptime would be wrong) */
@@ -313,7 +320,7 @@ static int do_read(struct shard *s, const struct shard_req *req,
 		res->status = SHARD_NOT_FOUND;
 		return 0;
 	}
-	uint64_t cas = cas_of(s, f.h.seq);
+	uint64_t cas = cas_of(s, &f.h);
 	struct shard_view v = {
 		.key = found_key(&f), .klen = f.h.klen, .flags = f.h.flags,
 		.vlen = f.h.vlen, .cas = cas,
@@ -354,7 +361,7 @@ static enum shard_status store_allowed(struct shard *s,
 			return SHARD_NOT_STORED;
 		/* ms MA/MP with C: memcached compares a non-zero cas only */
 		if ((req->mflags & SHARD_MF_CAS) && req->cas &&
-		    cas_of(s, old->h.seq) != req->cas)
+		    cas_of(s, &old->h) != req->cas)
 			return SHARD_EXISTS;
 		return SHARD_STORED;
 	case SHARD_OP_CAS:
@@ -362,28 +369,31 @@ static enum shard_status store_allowed(struct shard *s,
 			s->st.cas_misses++;
 			return SHARD_NOT_FOUND;
 		}
-		if (cas_of(s, old->h.seq) != req->cas) {
-			/* ms I: an older (non-zero) cas stores a stale value */
-			if ((req->mflags & SHARD_MF_STALE) && req->cas &&
-			    req->cas < cas_of(s, old->h.seq))
-				return SHARD_STORED;
-			s->st.cas_badval++;
-			return SHARD_EXISTS;
-		}
-		return SHARD_STORED;
+		/* a cas of 0 matches nothing, not even an explicit cas 0
+		   (memcached: 0 means "no cas given") */
+		if (req->cas && cas_of(s, &old->h) == req->cas)
+			return SHARD_STORED;
+		/* ms I: an older (non-zero) cas stores a stale value */
+		if ((req->mflags & SHARD_MF_STALE) && req->cas &&
+		    req->cas < cas_of(s, &old->h))
+			return SHARD_STORED;
+		s->st.cas_badval++;
+		return SHARD_EXISTS;
 	default:
 		return SHARD_STORED;
 	}
 }
 
+/* A store of the item with head h succeeded: it takes the next seq. */
 static void store_done(struct shard *s, const struct shard_req *req,
-		       struct shard_res *res, uint64_t seq)
+		       struct shard_res *res, const struct item_hdr *h)
 {
+	s->seq++;
 	s->st.total_items++;
 	if (req->op == SHARD_OP_CAS)
 		s->st.cas_hits++;
 	res->status = SHARD_STORED;
-	res->cas = cas_of(s, seq);
+	res->cas = cas_of(s, h);
 }
 
 /* A set that fails drops the old item (memcached: no stale data). */
@@ -420,21 +430,22 @@ static int do_store(struct shard *s, const struct shard_req *req,
 		return 0;
 	}
 	/* a stale store (ms I) keeps the item's exptime and win token */
-	bool stale = req->op == SHARD_OP_CAS && cas_of(s, old->h.seq) != req->cas;
+	bool stale = req->op == SHARD_OP_CAS && cas_of(s, &old->h) != req->cas;
 	int64_t exp = concat || stale ? old->h.exptime :
 					abs_exptime(s, req->exptime);
-	if (exp < 0) { /* stored and expired at once: nothing to keep */
-		if (old)
-			shard__drop(s, old);
-		store_done(s, req, res, ++s->seq);
-		return 0;
-	}
 	struct item_hdr h = {
 		.klen = req->klen, .vlen = (uint32_t)vlen,
 		.flags = concat ? old->h.flags : req->flags,
-		.exptime = (uint32_t)exp, .seq = s->seq + 1,
+		.exptime = exp < 0 ? 0 : (uint32_t)exp, .seq = s->seq + 1,
 		.bits = old ? (uint8_t)(old->h.bits & ITEM_FREQ) : 0,
 	};
+	take_cas(req, &h);
+	if (exp < 0) { /* stored and expired at once: nothing to keep */
+		if (old)
+			shard__drop(s, old);
+		store_done(s, req, res, &h);
+		return 0;
+	}
 	if (stale)
 		h.bits |= ITEM_STALE | (old->h.bits & ITEM_WIN);
 	struct pieces v = { .a = req->value, .alen = req->vlen };
@@ -448,7 +459,7 @@ static int do_store(struct shard *s, const struct shard_req *req,
 		store_fail(s, req, res, SHARD_NO_MEMORY);
 		return 0;
 	}
-	store_done(s, req, res, ++s->seq);
+	store_done(s, req, res, &h);
 	return 0;
 }
 
@@ -472,9 +483,10 @@ static int64_t ttl_of(const struct shard *s, int64_t e)
 
 /*
  * Creates a missing item (mg N, ma N): value v, flags 0, exptime from the
- * raw `exp`, extra head bits `bits`. res gets cas, ttl and size. A time in
- * the past creates nothing but answers as if it had (memcached creates an
- * item that is expired at once). Returns 0 or -ENOMEM.
+ * raw `exp`, extra head bits `bits`, E's cas if given. res gets cas, ttl
+ * and size. A time in the past creates nothing but answers as if it had
+ * (memcached creates an item that is expired at once). Returns 0 or
+ * -ENOMEM.
  */
 static int vivify(struct shard *s, const struct shard_req *req,
 		  const char *v, uint32_t vlen, int64_t exp, uint8_t bits,
@@ -485,12 +497,14 @@ static int vivify(struct shard *s, const struct shard_req *req,
 		.klen = req->klen, .vlen = vlen, .seq = s->seq + 1,
 		.exptime = e < 0 ? 0 : (uint32_t)e, .bits = bits,
 	};
+	take_cas(req, &h);
 	struct pieces p = { .a = v, .alen = vlen };
 	if (e >= 0 && place(s, queue_for(s, NULL, req->hash), req->hash,
 			    req->key, NULL, &h, &p) < 0)
 		return -ENOMEM;
+	s->seq++;
 	s->st.total_items++;
-	res->cas = cas_of(s, ++s->seq);
+	res->cas = cas_of(s, &h);
 	res->ttl = ttl_of(s, e);
 	res->size = (uint32_t)item_size(h.bits, h.klen, h.vlen);
 	res->mbits |= SHARD_MB_CREATED;
@@ -549,7 +563,7 @@ static int do_mget(struct shard *s, const struct shard_req *req,
 	res->status = SHARD_HIT;
 	res->flags = f.h.flags;
 	res->vlen = f.h.vlen;
-	res->cas = cas_of(s, f.h.seq);
+	res->cas = cas_of(s, &f.h);
 	v.key = found_key(&f);
 	v.flags = f.h.flags;
 	v.vlen = f.h.vlen;
@@ -579,14 +593,16 @@ static int do_mget(struct shard *s, const struct shard_req *req,
 
 /*
  * md with I (mark stale: a new cas, the win token cleared, T applied) or
- * x (the value emptied, flags and exptime kept), or C alone (a compared
- * delete). Answers SHARD_DELETED ("HD") or SHARD_EXISTS.
+ * x (the value emptied; flags, exptime and cas kept), or C alone (a
+ * compared delete); E gives the item that stays its cas. Answers
+ * SHARD_DELETED ("HD") or SHARD_EXISTS. The item is changed in place when
+ * its layout stays, else rewritten; a rewrite that finds no room drops it.
  */
 static int meta_delete(struct shard *s, const struct shard_req *req,
 		       struct shard_res *res, struct found *f)
 {
 	uint32_t mf = req->mflags;
-	if ((mf & SHARD_MF_CAS) && cas_of(s, f->h.seq) != req->cas) {
+	if ((mf & SHARD_MF_CAS) && cas_of(s, &f->h) != req->cas) {
 		s->st.delete_misses++;
 		res->status = SHARD_EXISTS;
 		return 0;
@@ -597,28 +613,36 @@ static int meta_delete(struct shard *s, const struct shard_req *req,
 		s->st.delete_hits++;
 		return 0;
 	}
-	uint8_t bits = f->h.bits;
-	if (mf & SHARD_MF_STALE)
-		bits = (uint8_t)((bits | ITEM_STALE) & ~ITEM_WIN);
-	uint64_t seq = ++s->seq;
-	res->cas = cas_of(s, seq);
-	if (mf & SHARD_MF_EMPTY) {
-		struct item_hdr h = f->h;
-		h.vlen = 0;
-		h.seq = seq;
-		h.bits = bits & (ITEM_FREQ | ITEM_FETCHED | ITEM_STALE | ITEM_WIN);
-		struct pieces p = { 0 };
+	struct item_hdr h = f->h;
+	if (mf & SHARD_MF_STALE) { /* a new cas: the new seq's, or E's */
+		h.bits = (uint8_t)((h.bits | ITEM_STALE) & ~ITEM_WIN);
+		h.seq = ++s->seq;
+		take_cas(req, &h);
+	} else if (mf & SHARD_MF_SETCAS) { /* x keeps the cas, or takes E's */
+		take_cas(req, &h);
+	}
+	res->cas = cas_of(s, &h);
+	if (!(mf & SHARD_MF_EMPTY) &&
+	    (h.bits & ITEM_HAS_CAS) == (f->h.bits & ITEM_HAS_CAS)) {
+		item_set_bits(f->p, h.bits);
+		item_set_seq(f->p, h.seq);
+		if (h.bits & ITEM_HAS_CAS)
+			item_set_cas(f->p, h.cas);
+		f->h = h;
+	} else {
+		struct pieces p = { .a = found_value(f), .alen = f->h.vlen };
+		if (mf & SHARD_MF_EMPTY)
+			h.vlen = p.alen = 0;
+		h.bits &= ITEM_FREQ | ITEM_FETCHED | ITEM_STALE | ITEM_WIN |
+			  ITEM_HAS_CAS;
 		if (place(s, queue_for(s, f, req->hash), req->hash, req->key,
-			  f, &h, &p) < 0)
+			  f, &h, &p) < 0) {
 			shard__drop(s, f);
+			return 0;
+		}
 		if (!(mf & SHARD_MF_TTL) || !(mf & SHARD_MF_STALE) ||
 		    !lookup(s, req, f, &(enum item_state){ ITEM_LIVE }))
 			return 0;
-	} else {
-		item_set_bits(f->p, bits);
-		item_set_seq(f->p, seq);
-		f->h.bits = bits;
-		f->h.seq = seq;
 	}
 	if ((mf & SHARD_MF_TTL) && (mf & SHARD_MF_STALE))
 		set_exptime(s, req, f);
@@ -696,28 +720,34 @@ static uint32_t format_u64(char *buf, uint64_t v)
 }
 
 /*
- * Writes the new number: in place when it has as many digits as the old
- * value, else as a new version of the item. Returns 0 with *seq set, or
- * -ENOMEM.
+ * Writes the new number as the item's next version (a new seq; E's cas or
+ * none): in place when its head keeps its layout and the number has as
+ * many digits as the old value, else by rewriting it. Returns 0 with *cas
+ * set, or -ENOMEM.
  */
 static int store_number(struct shard *s, const struct shard_req *req,
 			struct found *f, const char *digits, uint32_t n,
-			uint64_t *seq)
+			uint64_t *cas)
 {
-	if (n == f->h.vlen) {
-		memcpy(found_value(f), digits, n);
-		item_set_seq(f->p, *seq = ++s->seq);
-		return 0;
-	}
 	struct item_hdr h = f->h;
-	h.vlen = n;
 	h.seq = s->seq + 1;
-	h.bits &= ITEM_FREQ | ITEM_FETCHED;
-	struct pieces v = { .a = digits, .alen = n };
-	if (place(s, queue_for(s, f, req->hash), req->hash, req->key, f, &h,
-		  &v) < 0)
-		return -ENOMEM;
-	*seq = ++s->seq;
+	take_cas(req, &h);
+	if (n == f->h.vlen &&
+	    (h.bits & ITEM_HAS_CAS) == (f->h.bits & ITEM_HAS_CAS)) {
+		memcpy(found_value(f), digits, n);
+		item_set_seq(f->p, h.seq);
+		if (h.bits & ITEM_HAS_CAS)
+			item_set_cas(f->p, h.cas);
+	} else {
+		h.vlen = n;
+		h.bits &= ITEM_FREQ | ITEM_FETCHED | ITEM_HAS_CAS;
+		struct pieces v = { .a = digits, .alen = n };
+		if (place(s, queue_for(s, f, req->hash), req->hash, req->key,
+			  f, &h, &v) < 0)
+			return -ENOMEM;
+	}
+	s->seq++;
+	*cas = cas_of(s, &h);
 	return 0;
 }
 
@@ -766,7 +796,7 @@ static int do_arith(struct shard *s, const struct shard_req *req,
 		return 0;
 	}
 	if ((req->mflags & SHARD_MF_CAS) && req->cas &&
-	    cas_of(s, f.h.seq) != req->cas) {
+	    cas_of(s, &f.h) != req->cas) {
 		res->status = SHARD_EXISTS;
 		return 0;
 	}
@@ -782,15 +812,13 @@ static int do_arith(struct shard *s, const struct shard_req *req,
 	char digits[20];
 	uint32_t n = format_u64(digits, v);
 	touch_freq(&f);
-	uint64_t seq;
-	if (store_number(s, req, &f, digits, n, &seq) < 0) {
+	if (store_number(s, req, &f, digits, n, &res->cas) < 0) {
 		res->status = SHARD_NO_MEMORY;
 		return 0;
 	}
 	incr ? s->st.incr_hits++ : s->st.decr_hits++;
 	res->status = SHARD_NUMBER;
 	res->number = v;
-	res->cas = cas_of(s, seq);
 	if (req->mflags)
 		arith_meta(s, req, res);
 	return 0;
@@ -1034,7 +1062,7 @@ static bool dump_slots(struct shard *s, const uint64_t *slot, size_t from,
 			.vlen = f.h.vlen,
 			.size = (uint32_t)f.size,
 			.exptime = f.h.exptime,
-			.cas = cas_of(s, f.h.seq),
+			.cas = cas_of(s, &f.h),
 		};
 		if (!fn(ctx, &it))
 			return false;

@@ -56,7 +56,8 @@ enum shard_op {
 /*
  * Modifiers of the meta commands (shard_req.mflags); 0 for the classic
  * ones. The item head keeps two meta bits: stale (set by md/ms with I) and
- * win (a W was handed out; cleared by any store and by md I).
+ * win (a W was handed out; cleared by any store and by md I), and an item
+ * written with MF_SETCAS keeps its explicit cas (item.h).
  */
 #define SHARD_MF_VALUE   0x01u /* MGET: copy the value out (v) */
 #define SHARD_MF_NOBUMP  0x02u /* MGET: no access count, not marked fetched */
@@ -68,6 +69,9 @@ enum shard_op {
 				  the value as stale */
 #define SHARD_MF_EMPTY   0x80u /* DELETE: keep the item with an empty value */
 #define SHARD_MF_META    0x100u /* any meta command: fill res->ttl, la, size */
+#define SHARD_MF_SETCAS  0x200u /* E: the item this call writes gets new_cas
+				   as its cas (stores, MGET and INCR/DECR
+				   vivify, INCR/DECR, DELETE+STALE/EMPTY) */
 
 /* shard_res.mbits */
 #define SHARD_MB_FETCHED 0x01u /* the item had been read before this call */
@@ -114,6 +118,7 @@ struct shard_req {
 	int64_t recache;   /* MF_RECACHE: raw exptime; win if the item expires
 			      before it */
 	uint64_t initial;  /* INCR/DECR with MF_VIVIFY: the created value */
+	uint64_t new_cas;  /* MF_SETCAS: the cas the written item gets */
 };
 
 struct shard_res {
@@ -240,11 +245,13 @@ bool shard_peek(struct shard *s, const char *key, uint8_t klen);
 /*
  * The integrity checker: walks every segment and every index slot and
  * checks that each index entry names a real item whose key hashes to the
- * entry's tag, that no key is indexed twice, that every segment's live
- * bytes and items are exactly those of the items the index points to,
- * that the store's sums match, and that the item count and live bytes
- * match the counters. O(items). Returns 0, or -EIO after printing the
- * first broken rule to stderr.
+ * entry's tag, that no key is indexed twice, that every item's head has
+ * item.h's layout (its optional fields, the explicit cas among them, and
+ * the 32-bit length form only in dedicated segments), that every
+ * segment's live bytes and items are exactly those of the items the index
+ * points to, that the store's sums match, and that the item count and
+ * live bytes match the counters. O(items). Returns 0, or -EIO after
+ * printing the first broken rule to stderr.
  */
 int shard_check(struct shard *s);
 

@@ -2,8 +2,10 @@
  * fuzz_shard.c - libFuzzer target for the shard engine (shard/).
  *
  * The input is decoded into a sequence of operations on one small shard:
- * every storage command, reads, touch, delete, incr/decr, flush and clock
- * steps, over a key space of eight keys. A reference model - a plain array
+ * every storage command, reads, touch, delete, md I and md x, incr/decr,
+ * flush and clock steps, over a key space of eight keys; stores, incr/decr
+ * and md I/x may carry the meta protocol's E (an explicit cas: 0, the
+ * key's own cas, one the sequence is about to hand out, or any value). A reference model - a plain array
  * that follows protocol.txt with no cleverness at all - executes the same
  * sequence, and every answer of the shard is checked against it:
  *  - with a roomy memory limit (no eviction possible) every status, value,
@@ -12,7 +14,8 @@
  *    the model still has, so a miss is allowed there, but anything the shard
  *    does return must be exactly the model's latest value for that key;
  *  - the shard's `bytes` never exceeds its limit; every cas it hands out is
- *    new; after every operation the integrity checker (shard_check) walks
+ *    new, except an explicit one, which is exactly E's; reads return the
+ *    key's latest cas and cas compares use it; after every operation the integrity checker (shard_check) walks
  *    every segment and index slot, so an index entry left pointing at
  *    moved or reused segment memory is caught at once (and ASan catches a
  *    read of freed memory); at the end, destroying the shard frees every
@@ -98,6 +101,32 @@ static char *sink(void *ctx, const struct shard_view *v)
 	b->view.key = b->key;
 	CHECK(v->vlen <= sizeof(b->data));
 	return b->data;
+}
+
+/* Whether this operation carries E, and its value in *e. */
+static bool pick_e(struct input *in, const struct model_item *m,
+		   uint64_t last_cas, uint64_t *e)
+{
+	uint8_t b = take(in);
+	switch (b % 8) {
+	case 0: *e = 0; return true;
+	case 1: *e = m->cas; return true;
+	case 2: *e = last_cas + 3; return true; /* the next seq's, 3 shards */
+	case 3: *e = (uint64_t)take(in) << 56 | b; return true;
+	default: return false;
+	}
+}
+
+/* The cas a successful write must answer: E's, or a new one. */
+static void check_cas(const struct shard_req *q, const struct shard_res *r,
+		      uint64_t *last_cas)
+{
+	if (q->mflags & SHARD_MF_SETCAS) {
+		CHECK(r->cas == q->new_cas);
+		return;
+	}
+	CHECK(r->cas > *last_cas);
+	*last_cas = r->cas;
 }
 
 /* Parses a model value as incr/decr does: all digits, fits in u64. */
@@ -189,6 +218,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			q.exptime = e < 200 ? 0 : e < 250 ? (int64_t)(e - 200) / 5 : -1;
 			if (q.op == SHARD_OP_CAS)
 				q.cas = (take(&in) & 3) ? m->cas : m->cas + 1;
+			if (pick_e(&in, m, last_cas, &q.new_cas))
+				q.mflags |= SHARD_MF_SETCAS;
 		} else if (op == 6 || op == 7) {
 			q.op = op == 6 ? SHARD_OP_GET : SHARD_OP_GAT;
 			q.exptime = take(&in) % 6;
@@ -197,9 +228,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			q.exptime = take(&in) % 6;
 		} else if (op == 10) {
 			q.op = SHARD_OP_DELETE;
+			/* md I (stale, a new cas) or md x (empty, cas kept) */
+			static const uint32_t md[] = { 0, 0, SHARD_MF_STALE,
+						       SHARD_MF_EMPTY };
+			q.mflags = md[take(&in) % 4];
+			if (q.mflags && pick_e(&in, m, last_cas, &q.new_cas))
+				q.mflags |= SHARD_MF_SETCAS;
 		} else {
 			q.op = (take(&in) & 1) ? SHARD_OP_INCR : SHARD_OP_DECR;
 			q.delta = take(&in) ? take(&in) : UINT64_MAX - take(&in);
+			if (pick_e(&in, m, last_cas, &q.new_cas))
+				q.mflags |= SHARD_MF_SETCAS;
 		}
 
 		int rc = shard_exec(s, &q, &r, sink, &rb);
@@ -245,7 +284,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case SHARD_OP_DELETE:
 			CHECK(r.status == (vis ? SHARD_DELETED : SHARD_NOT_FOUND));
-			m->live = false;
+			if (!vis || !q.mflags) {
+				m->live = false;
+				break;
+			}
+			if (q.mflags & SHARD_MF_EMPTY)
+				m->vlen = 0;
+			if (q.mflags & (SHARD_MF_STALE | SHARD_MF_SETCAS)) {
+				check_cas(&q, &r, &last_cas);
+				m->cas = r.cas;
+			}
 			break;
 		case SHARD_OP_INCR:
 		case SHARD_OP_DECR: {
@@ -266,8 +314,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				break; /* no room for the new number: old kept */
 			CHECK(r.status == SHARD_NUMBER && r.number == n);
 			m->vlen = (uint32_t)snprintf(m->v, sizeof(m->v), "%" PRIu64, n);
-			CHECK(r.cas > last_cas);
-			m->cas = last_cas = r.cas;
+			check_cas(&q, &r, &last_cas);
+			m->cas = r.cas;
 			break;
 		}
 		default: { /* stores */
@@ -283,8 +331,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				want = SHARD_NOT_STORED;
 			else if (q.op == SHARD_OP_CAS && !exists)
 				want = SHARD_NOT_FOUND;
-			else if (q.op == SHARD_OP_CAS && q.cas != m->cas)
-				want = SHARD_EXISTS;
+			else if (q.op == SHARD_OP_CAS &&
+				 (q.cas == 0 || q.cas != m->cas))
+				want = SHARD_EXISTS; /* a cas of 0 matches none */
 			if (want == SHARD_STORED && (q.op == SHARD_OP_APPEND ||
 						     q.op == SHARD_OP_PREPEND))
 				nlen = m->vlen + q.vlen;
@@ -308,8 +357,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				m->live = false; /* memcached drops the old value */
 			if (want != SHARD_STORED)
 				break;
-			CHECK(r.cas > last_cas);
-			last_cas = r.cas;
+			check_cas(&q, &r, &last_cas);
 			if (q.op == SHARD_OP_APPEND) {
 				memcpy(m->v + m->vlen, q.value, q.vlen);
 			} else if (q.op == SHARD_OP_PREPEND) {

@@ -7,8 +7,10 @@ of a key never stored, and both replies are read up to its "EN". cas values and 
 sizes differ by design (a cas here is derived from a per-shard sequence; an
 item is 11 bytes of head, not a slab chunk), so "c<digits>", "cas=<digits>"
 and "size=<digits>" are compared by shape. Where ringcached differs on
-purpose (base64 keys echoed by request, md x, E) the test says so and checks
-ringcached's documented answer.
+purpose (base64 keys echoed by request, md x) the test says so and checks
+ringcached's documented answer. E (explicit cas) came with memcached 1.6.27;
+1.6.18 answers "CLIENT_ERROR invalid flag", so test_explicit_cas writes the
+bytes protocol.txt (and memcached 1.6.27's t/metaget.t) give.
 """
 import os
 import re
@@ -132,7 +134,7 @@ SCRIPTS = {
     "ma_wrap": b"ms {k}w 20\r\n18446744073709551615\r\nma {k}w v\r\nma {k}w MD D9 v\r\n",
     "me": b"me {k}e\r\nms {k}e 3 T0\r\nabc\r\nme {k}e\r\nmg {k}e v\r\nme {k}e\r\nme\r\n",
     "mn_me_misc": b"mn\r\nmn extra tokens\r\nmx foo\r\nm\r\nmgg foo\r\n",
-    "errors": b"mg\r\nms\r\nmd\r\nma\r\nmg {k} E5\r\nmg {k} vv\r\nmg {k} T\r\nmg {k} Tx\r\n"
+    "errors": b"mg\r\nms\r\nmd\r\nma\r\nmg {k} vv\r\nmg {k} T\r\nmg {k} Tx\r\n"
               b"mg {k} N5 Tz\r\nmg {k} M\r\nmg {k} Mxy\r\nmd {k} Z\r\nma {k} Z\r\nmg {k} v v\r\n"
               b"mg {k} \x80\r\nmd {k} C\r\nms {k}\r\nms {k} x\r\nms {k} -1\r\nms {k} 2 Z\r\nhi\r\n"
               b"ms {k} 2 Fx\r\nhi\r\nms {k} 2 O123456789012345678901234567890123\r\nhi\r\n"
@@ -215,8 +217,6 @@ def test_base64_keys(server):
 
 def test_differences_documented(server, memcached):
     c = connect(server.port)
-    # E: a cas is derived from the shard's sequence; refused like 1.6.18 does.
-    assert run(c, b"ms e 1 E5\r\na\r\nmg e E5\r\n") == b"CLIENT_ERROR invalid flag\r\n" * 2
     # md x (newer protocol.txt): the value goes, the item, its flags and TTL stay.
     out = run(c, b"ms x 3 F4 T100\r\nabc\r\nmd x x\r\nmg x v f t\r\n")
     assert out.startswith(b"HD\r\nHD\r\nVA 0 f4 t") and out.endswith(b"\r\n\r\n")
@@ -226,6 +226,74 @@ def test_differences_documented(server, memcached):
     # memcached 1.6.18 does not know x
     m = connect(memcached.port)
     assert run(m, b"md x x\r\n") == b"CLIENT_ERROR invalid or duplicate flag\r\n"
+
+
+def test_explicit_cas(server, memcached):
+    """E<token>: "use token as new CAS value" (protocol.txt) on ms, mg with N,
+    md with I (and x), ma; memcached 1.6.18 does not know E, so the expected
+    bytes are written out here from protocol.txt and memcached 1.6.27's
+    t/metaget.t. Several keys, so that at -t 4 some live on other shards."""
+    c = connect(server.port)
+    for k in (b"e1", b"e2", b"e3", b"e4"):
+        # ms E, then mg c and classic gets show it
+        assert run(c, b"ms %s 2 E973\r\nji\r\nmg %s c v\r\n" % (k, k)) == \
+            b"HD\r\nVA 2 c973\r\nji\r\n"
+        assert run(c, b"gets %s\r\n" % k) == b"VALUE %s 0 2 973\r\nji\r\nEND\r\n" % k
+        # ms C compares against the explicit cas; E sets the next one
+        assert run(c, b"ms %s 2 c C972 E4000\r\nlo\r\n" % k) == b"EX c0\r\n"
+        assert run(c, b"ms %s 2 c C973 E4000\r\nlo\r\n" % k) == b"HD c4000\r\n"
+        # classic cas against the explicit value; the stored item gets a new cas
+        assert run(c, b"cas %s 0 0 1 3999\r\nx\r\n" % k) == b"EXISTS\r\n"
+        assert run(c, b"cas %s 0 0 1 4000\r\nx\r\n" % k) == b"STORED\r\n"
+        out = run(c, b"gets %s\r\n" % k)
+        cas = int(out.split(b"\r\n")[0].split()[4])
+        assert cas != 4000 and out.endswith(b"\r\nx\r\nEND\r\n")
+        assert run(c, b"cas %s 0 0 1 4000\r\ny\r\n" % k) == b"EXISTS\r\n"
+        # touch and gat keep it; append without E gives a new one, with E E's
+        assert run(c, b"ms %s 1 E55\r\na\r\ntouch %s 100\r\ngats 200 %s\r\nmg %s c t\r\n"
+                   % (k, k, k, k)) == b"HD\r\nTOUCHED\r\nVALUE %s 0 1 55\r\na\r\nEND\r\nHD c55 t200\r\n" % k
+        out = run(c, b"append %s 0 0 1\r\nb\r\nmg %s c v\r\n" % (k, k))
+        assert out.startswith(b"STORED\r\nVA 2 c") and not out.startswith(b"STORED\r\nVA 2 c55\r\n")
+        assert run(c, b"ms %s 1 MA E56 c\r\nc\r\nmg %s c v\r\n" % (k, k)) == b"HD c56\r\nVA 3 c56\r\nabc\r\n"
+        # md I E: stale, E's cas; md x keeps the cas
+        assert run(c, b"md %s C56 E5678 I\r\nmg %s c\r\n" % (k, k)) == b"HD\r\nHD c5678 X W\r\n"
+        assert run(c, b"md %s x\r\nmg %s c v\r\n" % (k, k)) == b"HD\r\nVA 0 c5678 Z X\r\n\r\n"
+        assert run(c, b"md %s q\r\n" % k) == b""
+        # mg N E: the created item has E's cas; E on a hit changes nothing
+        assert run(c, b"mg %s s c v N30 t E9876\r\n" % k) == b"VA 0 s0 c9876 t30 W\r\n\r\n"
+        assert run(c, b"mg %s c E5\r\n" % k) == b"HD c9876 Z\r\n"
+        assert run(c, b"md %s q\r\n" % k) == b""
+        # ma: E on the created item, a new cas without E, E's with E
+        assert run(c, b"ma %s v N0 c E4321 J5\r\n" % k) == b"VA 1 c4321\r\n5\r\n"
+        out = run(c, b"ma %s C4321 c v\r\n" % k)
+        assert out.startswith(b"VA 1 c") and out.endswith(b"\r\n6\r\n") and b"c4321" not in out
+        assert run(c, b"ma %s C4321 c v\r\n" % k) == b"EX\r\n"
+        assert run(c, b"ma %s c v E8765\r\n" % k) == b"VA 1 c8765\r\n7\r\n"
+        assert run(c, b"incr %s 1\r\nmg %s c\r\n" % (k, k)) != b"8\r\nHD c8765\r\n"
+        # E0: memcached's ms reads a cas of 0 as none given; ma and md store 0
+        out = run(c, b"ms %s 1 E0 c\r\na\r\n" % k)
+        assert out.startswith(b"HD c") and out != b"HD c0\r\n"
+        assert run(c, b"md %s I E0\r\ngets %s\r\ncas %s 0 0 1 0\r\nb\r\n" % (k, k, k)) == \
+            b"HD\r\nVALUE %s 0 1 0\r\na\r\nEND\r\nEXISTS\r\n" % k
+        assert run(c, b"md %s q\r\n" % k) == b""
+
+
+def test_explicit_cas_errors(server, memcached):
+    c = connect(server.port)
+    # a bad E token: mg and ms say so, md and ma answer their generic error
+    # (the ms data block is dropped); a repeated E is a duplicate flag
+    script = (b"mg eb Ex\r\nmg eb E\r\nmg eb E18446744073709551616\r\nmg eb E1 E2\r\n"
+              b"ms eb 2 E-1\r\nhi\r\nmd eb E\r\nma eb Ex\r\n")
+    assert run(c, script) == (b"CLIENT_ERROR bad token in command line format\r\n" * 3 +
+                              b"CLIENT_ERROR duplicate flag\r\n" +
+                              b"CLIENT_ERROR bad token in command line format\r\n" +
+                              b"CLIENT_ERROR invalid or duplicate flag\r\n" * 2)
+    assert run(c, b"mg eb v\r\n") == b"EN\r\n"
+    # the largest token is a cas like any other
+    assert run(c, b"ms eb 1 E18446744073709551615 c\r\na\r\n") == b"HD c18446744073709551615\r\n"
+    # memcached 1.6.18 does not know E
+    m = connect(memcached.port)
+    assert run(m, b"ms eb 1 E5\r\na\r\nmg eb E5\r\n") == b"CLIENT_ERROR invalid flag\r\n" * 2
 
 
 def test_ttl_and_last_access(server):

@@ -9,7 +9,8 @@
  * for more; an ms whose line is complete says how much it needs). Every
  * flag, every error of memcached 1.6.18's order, the token limits, base64.
  * Composers: byte for byte. Shard: the stale-while-revalidate flow, vivify,
- * md x, compared deletes and increments, with shard_check() after each.
+ * md x, compared deletes and increments, explicit cas (E), with
+ * shard_check() after each.
  */
 #include <CUnit/CUnit.h>
 #include <stdio.h>
@@ -54,7 +55,14 @@ struct bad_case {
 static const struct bad_case BAD[] = {
 	{ "mg\r\n", "ERROR\r\n", 0 },
 	{ "mx foo\r\n", "ERROR\r\n", 0 },
-	{ "mg k E5\r\n", "CLIENT_ERROR invalid flag\r\n", 0 },
+	{ "mg k Ex\r\n", "CLIENT_ERROR bad token in command line format\r\n", 0 },
+	{ "mg k E\r\n", "CLIENT_ERROR bad token in command line format\r\n", 0 },
+	{ "mg k E18446744073709551616\r\n",
+	  "CLIENT_ERROR bad token in command line format\r\n", 0 },
+	{ "mg k E1 E2\r\n", "CLIENT_ERROR duplicate flag\r\n", 0 },
+	{ "md k E-1\r\n", "CLIENT_ERROR invalid or duplicate flag\r\n", 0 },
+	{ "ma k E\r\n", "CLIENT_ERROR invalid or duplicate flag\r\n", 0 },
+	{ "ms k 2 E5x\r\n", "CLIENT_ERROR bad token in command line format\r\n", 4 },
 	{ "mg k x\r\n", "CLIENT_ERROR invalid flag\r\n", 0 },
 	{ "mg k v v\r\n", "CLIENT_ERROR duplicate flag\r\n", 0 },
 	{ "mg k \x80\r\n", "CLIENT_ERROR duplicate flag\r\n", 0 },
@@ -203,6 +211,23 @@ static void test_ms_md_ma(void)
 	CU_ASSERT_EQUAL(p.m.q.mflags, SHARD_MF_STALE | SHARD_MF_TTL |
 			SHARD_MF_CAS | SHARD_MF_EMPTY | SHARD_MF_META);
 	done(&p);
+	/* E: the new cas, for every command; ms takes E0 as no E */
+	static const struct { const char *in; uint64_t cas; bool set; } ES[] = {
+		{ "ms k 1 E77 C5 MA\r\nx\r\n", 77, true },
+		{ "ms k 1 E18446744073709551615\r\nx\r\n", UINT64_MAX, true },
+		{ "ms k 1 E0\r\nx\r\n", 0, false },
+		{ "md k I E9\r\n", 9, true },
+		{ "md k E0 x\r\n", 0, true },
+		{ "ma k E0 N0\r\n", 0, true },
+		{ "mg k v N30 E12\r\n", 12, true },
+	};
+	for (size_t i = 0; i < sizeof(ES) / sizeof(ES[0]); i++) {
+		parse(&p, ES[i].in, strlen(ES[i].in));
+		CU_ASSERT(p.rc == PROTO_REQ && p.req.consumed == strlen(ES[i].in));
+		CU_ASSERT_EQUAL(!!(p.m.q.mflags & SHARD_MF_SETCAS), ES[i].set);
+		CU_ASSERT_EQUAL(p.m.q.new_cas, ES[i].cas);
+		done(&p);
+	}
 	parse(&p, "ma k\r\n", 6);
 	CU_ASSERT(p.rc == PROTO_REQ && p.m.q.op == SHARD_OP_INCR &&
 		  p.m.q.delta == 1);
@@ -230,6 +255,7 @@ static void test_split_every_byte(void)
 		"ms key 0\r\n\r\n",
 		"md key I T5 q\r\n",
 		"ma key N0 J5 D3 MD v\r\n",
+		"ms key 2 E123 c\r\nhi\r\n",
 		"mn\r\n",
 		"me key\r\n",
 		"mg Zm9v b k v\n",
@@ -484,6 +510,66 @@ static void test_shard_vivify_and_x(void)
 	shard_destroy(s);
 }
 
+/* E on the meta operations: md I and md x, mg N and ma N vivify. */
+static void test_shard_explicit_cas(void)
+{
+	struct shard *s = mk();
+	struct shard_res r;
+	struct cap c;
+	const struct shard_req mg = { .op = SHARD_OP_MGET };
+	run(s, (struct shard_req){ .op = SHARD_OP_SET, .value = "abc", .vlen = 3,
+				   .new_cas = 9000, .mflags = SHARD_MF_SETCAS },
+	    &r, &c);
+	CU_ASSERT(r.status == SHARD_STORED && r.cas == 9000);
+	run(s, mg, &r, &c);
+	CU_ASSERT(c.v.cas == 9000 && c.res.size == 11 + 8 + 3 + 3);
+	/* md x keeps the cas (memcached 1.6.27: the item keeps its cas) */
+	run(s, (struct shard_req){ .op = SHARD_OP_DELETE,
+				   .mflags = SHARD_MF_EMPTY }, &r, &c);
+	run(s, mg, &r, &c);
+	CU_ASSERT(c.v.cas == 9000 && c.v.vlen == 0);
+	/* md I E: stale, E's cas in place; md C compares against it */
+	run(s, (struct shard_req){ .op = SHARD_OP_DELETE, .cas = 9000,
+				   .new_cas = 9100, .mflags = SHARD_MF_CAS |
+				   SHARD_MF_STALE | SHARD_MF_SETCAS }, &r, &c);
+	CU_ASSERT(r.status == SHARD_DELETED && r.cas == 9100);
+	run(s, mg, &r, &c);
+	CU_ASSERT(c.v.cas == 9100 && (c.res.mbits & SHARD_MB_STALE));
+	/* md I without E: a new cas from the sequence, the field goes */
+	run(s, (struct shard_req){ .op = SHARD_OP_DELETE, .exptime = 30,
+				   .mflags = SHARD_MF_STALE | SHARD_MF_TTL },
+	    &r, &c);
+	run(s, mg, &r, &c);
+	CU_ASSERT(c.v.cas == r.cas && c.v.cas != 9100 && c.res.ttl == 30);
+	CU_ASSERT(c.res.size == 11 + 4 + 3);
+	/* md x E: empty, E's cas */
+	run(s, (struct shard_req){ .op = SHARD_OP_DELETE, .new_cas = 9200,
+				   .mflags = SHARD_MF_EMPTY | SHARD_MF_SETCAS },
+	    &r, &c);
+	run(s, mg, &r, &c);
+	CU_ASSERT(c.v.cas == 9200 && c.res.ttl == 30 &&
+		  (c.res.mbits & SHARD_MB_STALE));
+	/* mg N E: the created item has E's cas; E on a hit changes nothing */
+	run(s, (struct shard_req){ .op = SHARD_OP_DELETE }, &r, &c);
+	struct shard_req viv = { .op = SHARD_OP_MGET, .vivify = 30,
+				 .new_cas = 9300,
+				 .mflags = SHARD_MF_VIVIFY | SHARD_MF_SETCAS };
+	run(s, viv, &r, &c);
+	CU_ASSERT(c.v.cas == 9300 && (c.res.mbits & SHARD_MB_CREATED));
+	viv.new_cas = 5;
+	run(s, viv, &r, &c);
+	CU_ASSERT(c.v.cas == 9300 && !(c.res.mbits & SHARD_MB_CREATED));
+	/* ma N E: created with E's cas */
+	run(s, (struct shard_req){ .op = SHARD_OP_DELETE }, &r, &c);
+	run(s, (struct shard_req){ .op = SHARD_OP_INCR, .initial = 3,
+				   .new_cas = 9400, .mflags = SHARD_MF_VIVIFY |
+				   SHARD_MF_SETCAS }, &r, &c);
+	CU_ASSERT(r.status == SHARD_NUMBER && r.number == 3 && r.cas == 9400);
+	run(s, mg, &r, &c);
+	CU_ASSERT(c.v.cas == 9400);
+	shard_destroy(s);
+}
+
 int test_meta_register(void)
 {
 	CU_pSuite s = CU_add_suite("meta", NULL, NULL);
@@ -496,7 +582,8 @@ int test_meta_register(void)
 	    !CU_add_test(s, "base64", test_base64) ||
 	    !CU_add_test(s, "composers", test_compose) ||
 	    !CU_add_test(s, "shard: stale-while-revalidate", test_shard_stale_flow) ||
-	    !CU_add_test(s, "shard: vivify, md x, compares", test_shard_vivify_and_x))
+	    !CU_add_test(s, "shard: vivify, md x, compares", test_shard_vivify_and_x) ||
+	    !CU_add_test(s, "shard: explicit cas (E)", test_shard_explicit_cas))
 		return -1;
 	return 0;
 }

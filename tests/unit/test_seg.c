@@ -2,7 +2,9 @@
  * test_seg.c - the segment store seen through one shard (shard/seg.c and
  * the policy in shard/shard.c): appends, S3-FIFO at segment granularity
  * with copy-forward in a scripted order, dead-byte accounting, segments
- * freed when their last item goes, large values in dedicated segments,
+ * freed when their last item goes, large values in dedicated segments
+ * (and values of 16 MiB and more, whose length takes the 32-bit form),
+ * explicit cas values kept by copy-forward and compaction,
  * whole segments expiring by the injected clock, compaction, -M, the
  * memory bound, the bytes per item, and a random run checked against a
  * model with the integrity checker (shard_check) after every operation,
@@ -275,6 +277,171 @@ static void test_large_values(void)
 	shard_destroy(s);
 }
 
+/* A store with E (explicit cas) of version ver; returns the status. */
+static int put_e(struct shard *s, const char *key, unsigned k, unsigned ver,
+		 uint32_t vlen, uint64_t cas)
+{
+	for (size_t j = 0; j < vlen; j++)
+		vbuf[j] = vbyte(k, ver, j);
+	struct shard_req q = { .op = SHARD_OP_SET, .key = key,
+			       .klen = (uint8_t)strlen(key), .value = vbuf,
+			       .vlen = vlen, .new_cas = cas,
+			       .mflags = SHARD_MF_SETCAS };
+	q.hash = shard_hash(key, q.klen);
+	struct shard_res r;
+	int rc = shard_exec(s, &q, &r, NULL, NULL);
+	CU_ASSERT(rc < 0 || r.status != SHARD_STORED || r.cas == cas);
+	return rc < 0 ? rc : (int)r.status;
+}
+
+/* The cas a get of key sees, 0 on a miss. */
+static uint64_t cas_of_key(struct shard *s, const char *key)
+{
+	struct shard_req q = { .op = SHARD_OP_GET, .key = key,
+			       .klen = (uint8_t)strlen(key) };
+	q.hash = shard_hash(key, q.klen);
+	struct shard_res r;
+	return shard_exec(s, &q, &r, sink_fn, NULL) == 0 &&
+	       r.status == SHARD_HIT ? r.cas : 0;
+}
+
+/* Items with an explicit cas keep it (and their value) when they are
+   copied forward to main and when their segment is compacted. */
+static void test_explicit_cas_moves(void)
+{
+	struct shard *s = mk(48 << 10, 1024, false);
+	for (unsigned i = 0; i < 8; i++)
+		CU_ASSERT(put_e(s, kname("e%02u", i), i, 0, V100, 1000000 + i) ==
+			  SHARD_STORED);
+	for (unsigned i = 0; i < 8; i += 2)
+		get(s, kname("e%02u", i), NULL);
+	for (unsigned i = 8; stats(s).segments_retired == 0 && i < 1000; i++) {
+		put(s, SHARD_OP_SET, kname("f%03u", i), i, 0, V100, 0);
+		CU_ASSERT_FATAL(shard_check(s) == 0);
+	}
+	CU_ASSERT(stats(s).items_moved >= 4);
+	for (unsigned i = 0; i < 8; i++) {
+		const char *key = kname("e%02u", i);
+		unsigned f;
+		if (i % 2 == 0) {
+			CU_ASSERT(where(s, key, &f) == 1);
+			CU_ASSERT(cas_of_key(s, key) == 1000000 + i);
+			CU_ASSERT(holds(s, key, i, 0, V100));
+		} else {
+			CU_ASSERT(where(s, key, &f) == -1);
+		}
+	}
+	shard_destroy(s);
+
+	s = mk(4 << 20, 1024, false);
+	for (unsigned i = 0; i < 2000; i++)
+		put_e(s, kname("c%04u", i), i, 0, 200, (uint64_t)i << 40);
+	for (unsigned i = 0; i < 2000; i++)
+		if (i % 4)
+			del(s, kname("c%04u", i));
+	for (int t = 0; t < 100; t++)
+		shard_tick(s, 8);
+	CU_ASSERT(stats(s).segments_compacted > 0 && stats(s).items_moved > 0);
+	for (unsigned i = 0; i < 2000; i += 4) {
+		CU_ASSERT(cas_of_key(s, kname("c%04u", i)) == (uint64_t)i << 40);
+		CU_ASSERT(holds(s, kname("c%04u", i), i, 0, 200));
+	}
+	CU_ASSERT(shard_check(s) == 0);
+	shard_destroy(s);
+}
+
+/* A 16 MiB+ value: its length takes the 32-bit form (vlen24 = 0xFFFFFF).
+   The largest 24-bit length, 0xFFFFFF itself, values above it, an append
+   across the boundary, a touch that rewrites one, an explicit cas on one,
+   eviction and a read-back after each. */
+static char *big_buf;
+
+static char *big_sink(void *ctx, const struct shard_view *v)
+{
+	(void)ctx;
+	return v->vlen <= (17u << 20) ? big_buf : NULL;
+}
+
+static int big_put(struct shard *s, enum shard_op op, const char *key,
+		   uint32_t from, uint32_t vlen, uint32_t mflags)
+{
+	char *v = malloc(vlen ? vlen : 1);
+	for (uint32_t j = 0; j < vlen; j++)
+		v[j] = vbyte(from + j, 0, 0);
+	struct shard_req q = { .op = op, .key = key, .klen = (uint8_t)strlen(key),
+			       .value = v, .vlen = vlen, .new_cas = 77,
+			       .mflags = mflags };
+	q.hash = shard_hash(key, q.klen);
+	struct shard_res r;
+	int rc = shard_exec(s, &q, &r, NULL, NULL);
+	free(v);
+	return rc < 0 ? rc : (int)r.status;
+}
+
+/* Whether key holds bytes 0..vlen-1 of the pattern, and its cas. */
+static bool big_holds(struct shard *s, const char *key, uint32_t vlen,
+		      uint64_t *cas)
+{
+	struct shard_req q = { .op = SHARD_OP_GET, .key = key,
+			       .klen = (uint8_t)strlen(key) };
+	q.hash = shard_hash(key, q.klen);
+	struct shard_res r;
+	if (shard_exec(s, &q, &r, big_sink, NULL) < 0 ||
+	    r.status != SHARD_HIT || r.vlen != vlen)
+		return false;
+	*cas = r.cas;
+	for (uint32_t j = 0; j < vlen; j += 4099)
+		if (big_buf[j] != vbyte(j, 0, 0))
+			return false;
+	return big_buf[vlen - 1] == vbyte(vlen - 1, 0, 0);
+}
+
+static void test_big_values(void)
+{
+	big_buf = malloc(17u << 20);
+	struct shard *s = mk(96 << 20, 17u << 20, false);
+	static const uint32_t sizes[] = { 0xFFFFFE, 0xFFFFFF, 0x1000000,
+					  (16u << 20) + 5, 17u << 20 };
+	uint64_t cas;
+	for (unsigned i = 0; i < 5; i++) {
+		CU_ASSERT(big_put(s, SHARD_OP_SET, kname("B%u", i), 0, sizes[i],
+				  0) == SHARD_STORED);
+		CU_ASSERT_FATAL(shard_check(s) == 0);
+		CU_ASSERT(big_holds(s, kname("B%u", i), sizes[i], &cas));
+	}
+	CU_ASSERT(stats(s).bytes == 5 * (11 + 2) + 4 * 4 +
+		  0xFFFFFEu + 0xFFFFFFu + 0x1000000u + (16u << 20) + 5 + (17u << 20));
+	/* an append across the boundary, a prepend over it */
+	CU_ASSERT(big_put(s, SHARD_OP_APPEND, "B0", 0xFFFFFE, 1, 0) == SHARD_STORED);
+	CU_ASSERT(big_holds(s, "B0", 0xFFFFFF, &cas));
+	CU_ASSERT(big_put(s, SHARD_OP_SET, "B5", 0, 0, 0) == SHARD_STORED);
+	CU_ASSERT(big_put(s, SHARD_OP_APPEND, "B5", 0, 0xFFFFFF, 0) == SHARD_STORED);
+	CU_ASSERT(big_holds(s, "B5", 0xFFFFFF, &cas));
+	/* E on a big item; a touch that adds an exptime rewrites it */
+	CU_ASSERT(big_put(s, SHARD_OP_SET, "B1", 0, 0xFFFFFF, SHARD_MF_SETCAS) ==
+		  SHARD_STORED);
+	struct shard_req t = { .op = SHARD_OP_TOUCH, .key = "B1", .klen = 2,
+			       .exptime = 1000 };
+	t.hash = shard_hash("B1", 2);
+	struct shard_res r;
+	CU_ASSERT(shard_exec(s, &t, &r, NULL, NULL) == 0 &&
+		  r.status == SHARD_TOUCHED);
+	CU_ASSERT(big_holds(s, "B1", 0xFFFFFF, &cas) && cas == 77);
+	CU_ASSERT_FATAL(shard_check(s) == 0);
+	/* more big stores evict; a read one survives (its segment moves) */
+	for (unsigned i = 0; i < 8; i++) {
+		big_holds(s, "B1", 0xFFFFFF, &cas);
+		CU_ASSERT(big_put(s, SHARD_OP_SET, kname("X%u", i), 0, 0x1000000,
+				  0) == SHARD_STORED);
+		CU_ASSERT_FATAL(shard_check(s) == 0);
+	}
+	CU_ASSERT(stats(s).evictions > 0);
+	CU_ASSERT(big_holds(s, "B1", 0xFFFFFF, &cas) && cas == 77);
+	CU_ASSERT(big_holds(s, "X7", 0x1000000, &cas));
+	shard_destroy(s);
+	free(big_buf);
+}
+
 /* Segments whose items have all expired are freed whole by the tick,
    without a read or the sweep finding the items one by one. */
 static void test_segment_expiry(void)
@@ -521,6 +688,9 @@ int test_seg_register(void)
 		{ "main's second chance", test_main_second_chance },
 		{ "dead bytes and freed segments", test_dead_bytes },
 		{ "large values, dedicated segments", test_large_values },
+		{ "values of 16 MiB and more", test_big_values },
+		{ "explicit cas kept by copy-forward, compaction",
+		  test_explicit_cas_moves },
 		{ "whole segments expire", test_segment_expiry },
 		{ "compaction", test_compaction },
 		{ "-M compacts instead of evicting", test_no_evict },

@@ -213,6 +213,102 @@ static void test_cas(void)
 	shard_destroy(s);
 }
 
+/* The cas a get of key sees (0 on a miss). */
+static uint64_t cas_seen(struct shard *s, const char *key)
+{
+	struct sink k = { 0 };
+	struct shard_res r;
+	return get(s, key, &k, &r) == SHARD_HIT ? r.cas : 0;
+}
+
+/* A store with E (meta's explicit cas): returns the status, *cas the
+   item's new cas. */
+static int store_e(struct shard *s, enum shard_op op, const char *key,
+		   const char *val, uint64_t e, uint64_t cmp, uint64_t *cas)
+{
+	struct shard_res r;
+	int rc = run(s, (struct shard_req){ .op = op, .key = key, .value = val,
+					    .cas = cmp, .new_cas = e,
+					    .mflags = SHARD_MF_SETCAS },
+		     &r, NULL);
+	*cas = r.cas;
+	return rc;
+}
+
+/*
+ * E: a store's explicit cas is what every read and compare sees; touch,
+ * gat, copy-forward and md x keep it; a store, append, incr or md I
+ * without E give a cas from the sequence again (and the item loses its 8
+ * bytes); E0 is a cas of 0, which no cas compare matches.
+ */
+static void test_explicit_cas(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	uint64_t c;
+	/* "k" + "v1": 14 bytes, 22 with the cas field */
+	CU_ASSERT(store_e(s, SHARD_OP_SET, "k", "v1", 1000, 0, &c) == SHARD_STORED);
+	CU_ASSERT(c == 1000 && cas_seen(s, "k") == 1000);
+	CU_ASSERT(stats(s).bytes == 22 && shard_check(s) == 0);
+	/* classic cas compares against the explicit value */
+	struct shard_res r;
+	struct shard_req q = { .op = SHARD_OP_CAS, .key = "k", .value = "v2",
+			       .cas = 999 };
+	CU_ASSERT(run(s, q, &r, NULL) == SHARD_EXISTS);
+	q.cas = 1000;
+	CU_ASSERT(run(s, q, &r, NULL) == SHARD_STORED);
+	CU_ASSERT(r.cas != 1000 && cas_seen(s, "k") == r.cas);
+	CU_ASSERT(stats(s).bytes == 14 && holds(s, "k", "v2"));
+	/* a cas with E sets a new explicit one */
+	CU_ASSERT(store_e(s, SHARD_OP_CAS, "k", "v3", 5000, r.cas, &c) == SHARD_STORED);
+	CU_ASSERT(c == 5000 && cas_seen(s, "k") == 5000 && holds(s, "k", "v3"));
+	/* touch in place, touch that adds an exptime field, gat: kept */
+	CU_ASSERT(simple(s, SHARD_OP_TOUCH, "k", 0) == SHARD_TOUCHED);
+	CU_ASSERT(simple(s, SHARD_OP_TOUCH, "k", 100) == SHARD_TOUCHED);
+	CU_ASSERT(stats(s).bytes == 26 && cas_seen(s, "k") == 5000);
+	struct sink k = { 0 };
+	CU_ASSERT(run(s, (struct shard_req){ .op = SHARD_OP_GAT, .key = "k",
+					     .exptime = 200 }, &r, &k) == SHARD_HIT);
+	CU_ASSERT(r.cas == 5000 && cas_seen(s, "k") == 5000 && shard_check(s) == 0);
+	/* append without E: a new cas; with E: E's */
+	CU_ASSERT(store(s, SHARD_OP_APPEND, "k", "a", 0, 0) == SHARD_STORED);
+	c = cas_seen(s, "k");
+	CU_ASSERT(c != 5000 && c != 0 && holds(s, "k", "v3a"));
+	CU_ASSERT(store_e(s, SHARD_OP_PREPEND, "k", "p", 7000, 0, &c) == SHARD_STORED);
+	CU_ASSERT(c == 7000 && cas_seen(s, "k") == 7000 && holds(s, "k", "pv3a"));
+	/* a plain set drops the field */
+	CU_ASSERT(set(s, "k", "v1") == SHARD_STORED);
+	CU_ASSERT(cas_seen(s, "k") != 7000 && stats(s).bytes == 14);
+	/* incr: E's cas in place, a new one without E (the field goes) */
+	CU_ASSERT(store_e(s, SHARD_OP_SET, "n", "10", 4000, 0, &c) == SHARD_STORED);
+	struct shard_req a = { .op = SHARD_OP_INCR, .key = "n", .delta = 1,
+			       .new_cas = 4100, .mflags = SHARD_MF_SETCAS };
+	CU_ASSERT(run(s, a, &r, NULL) == SHARD_NUMBER);
+	CU_ASSERT(r.number == 11 && r.cas == 4100 && cas_seen(s, "n") == 4100);
+	a.mflags = 0;
+	CU_ASSERT(run(s, a, &r, NULL) == SHARD_NUMBER);
+	CU_ASSERT(r.number == 12 && r.cas != 4100 && cas_seen(s, "n") == r.cas);
+	a.mflags = SHARD_MF_SETCAS;
+	a.delta = 100;
+	CU_ASSERT(run(s, a, &r, NULL) == SHARD_NUMBER); /* 112: rewritten */
+	CU_ASSERT(r.cas == 4100 && cas_seen(s, "n") == 4100 && holds(s, "n", "112"));
+	/* ma C compares against the explicit cas */
+	a.mflags = SHARD_MF_CAS;
+	a.cas = 4000;
+	CU_ASSERT(run(s, a, &r, NULL) == SHARD_EXISTS);
+	a.cas = 4100;
+	CU_ASSERT(run(s, a, &r, NULL) == SHARD_NUMBER);
+	CU_ASSERT(shard_check(s) == 0);
+	/* E0: a cas of 0 that no cas command matches (memcached) */
+	CU_ASSERT(store_e(s, SHARD_OP_SET, "z", "v", 0, 0, &c) == SHARD_STORED);
+	CU_ASSERT(c == 0);
+	CU_ASSERT(get(s, "z", &k, &r) == SHARD_HIT && r.cas == 0);
+	q = (struct shard_req){ .op = SHARD_OP_CAS, .key = "z", .value = "w",
+				.cas = 0 };
+	CU_ASSERT(run(s, q, &r, NULL) == SHARD_EXISTS && holds(s, "z", "v"));
+	CU_ASSERT(shard_check(s) == 0);
+	shard_destroy(s);
+}
+
 static void test_touch_gat(void)
 {
 	struct shard *s = mk(1 << 20, 1024, false);
@@ -649,6 +745,7 @@ int test_shard_register(void)
 		{ "add/replace", test_add_replace },
 		{ "append/prepend", test_append_prepend },
 		{ "cas", test_cas },
+		{ "explicit cas (E)", test_explicit_cas },
 		{ "touch/gat", test_touch_gat },
 		{ "delete", test_delete },
 		{ "incr/decr", test_incr_decr },
