@@ -98,6 +98,8 @@ struct conn *conn_create(struct worker *w, int fd)
 void conn_destroy(struct conn *c)
 {
 	struct worker *w = c->w;
+	if (w->probe == c)
+		w->probe = c->next;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -155,6 +157,30 @@ void conn_close(struct conn *c)
 	/* Makes an outstanding receive or send complete now. */
 	shutdown(c->fd, SHUT_RDWR);
 	maybe_free(c);
+}
+
+/*
+ * A receive stays armed on a connection whose peer has gone: seen under
+ * load (tests/integration/test_hostile.py, connect/send/reset cycles) as a
+ * multishot receive still in the ring's poll list of a socket that was
+ * reset, with no completion ever posted. A non-blocking peek finds such a
+ * peer: an error closes the connection, an EOF is handled as a receive of
+ * 0 would be (what was read is still answered).
+ */
+void conn_probe(struct conn *c)
+{
+	if (c->closing || c->peer_eof || !c->recv_armed)
+		return;
+	char b;
+	ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
+		return;
+	if (n < 0) {
+		conn_close(c);
+		return;
+	}
+	c->peer_eof = true;
+	worker_mark_dirty(c->w, c);
 }
 
 void conn_unref(struct conn *c)

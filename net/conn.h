@@ -128,6 +128,9 @@ struct conn *conn_create(struct worker *w, int fd);
 /* Completion handlers, called by the worker's dispatcher. */
 void conn_on_recv(struct conn *c, const struct io_uring_cqe *cqe);
 void conn_on_send(struct conn *c, int res);
+/* Closes (or ends the input of) a connection whose peer is gone though
+   its receive never completed; see conn.c. Worker thread only. */
+void conn_probe(struct conn *c);
 
 /* Starts a send of the ready prefix if none is in flight; resets the arena
    and resumes reading when everything is out. */

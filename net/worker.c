@@ -41,6 +41,7 @@
 #define RING_ENTRIES 256
 #define CQ_ENTRIES 4096 /* 64 KiB of ring per worker; overflow is kept by the kernel (NODROP) */
 #define TICK_BUDGET 64
+#define PROBE_PER_S 64
 #define DRAIN_MS 800
 #define RECLAIM_MS 100
 
@@ -321,6 +322,20 @@ bool worker_pub_read(struct worker *w, struct worker_pub *out)
 	return valid;
 }
 
+/* Once a second: up to PROBE_PER_S connections quiet for a second or more
+   are checked for a peer that is gone (conn_probe), round robin over the
+   list, so a dead peer is found within conns / PROBE_PER_S seconds. */
+static void probe_idle(struct worker *w)
+{
+	uint64_t n = w->counters.curr_connections;
+	for (uint64_t i = 0; i < n && i < PROBE_PER_S && w->conns; i++) {
+		struct conn *c = w->probe ? w->probe : w->conns;
+		w->probe = c->next;
+		if (w->now - c->last_cmd >= 1)
+			conn_probe(c);
+	}
+}
+
 static void after_pass(struct worker *w)
 {
 	set_clock(w);
@@ -328,6 +343,7 @@ static void after_pass(struct worker *w)
 	if (w->now_ms - w->mem_tick_ms >= 1000) {
 		w->mem_tick_ms = w->now_ms;
 		connmem_tick(&w->mem);
+		probe_idle(w);
 	}
 	push_dirty(w);
 	lat_flush(w);

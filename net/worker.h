@@ -153,6 +153,8 @@ struct worker {
 					conn_reclaim */
 	int64_t reclaim_ms;          /* when conn_reclaim last ran */
 	int64_t mem_tick_ms;         /* when connmem_tick last ran */
+	struct conn *probe;          /* the next connection conn_probe() looks
+					at (NULL: from the list's head) */
 	atomic_uint_fast64_t heartbeat; /* loop passes; read by main */
 	/* Latency (net/latency.h). A request's start is the first request
 	   parse of the loop pass (one clock read per pass, shared by every

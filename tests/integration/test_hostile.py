@@ -103,8 +103,17 @@ class Guard:
             if have == want:
                 return
             time.sleep(0.01)
-        pytest.fail("curr_connections is %s, not %d, after %.0f s"
-                    % (have, want, timeout))
+        import glob
+        dump = ""
+        for fd in glob.glob("/proc/%d/fd/*" % self.server.proc.pid):
+            try:
+                if "io_uring" in os.readlink(fd):
+                    dump += open(fd.replace("/fd/", "/fdinfo/")).read()
+            except OSError:
+                pass
+        open("/tmp/fdinfo.txt", "w").write(dump)
+        pytest.fail("curr_connections is %s, not %d, after %.0f s; stats conns: %s"
+                    % (have, want, timeout, self.c.stats("conns")))
 
     def finish(self, wait=True):
         """Ends a test: (every attacker gone,) a last check, the guard's
