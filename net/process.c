@@ -684,11 +684,7 @@ void process_complete(struct worker *w, struct xbatch *b)
 		/* The xreq lives in c's arena, which conn_unref may free. */
 		struct xreq *next = x->next;
 		struct conn *c = x->conn;
-		if (x->lat_fam < LAT_NFAM) {
-			if (!now)
-				now = lat_clock_us();
-			lat_record_n(&w->lat.h[x->lat_fam], now - x->lat_start, 1);
-		}
+		worker_lat_remote(w, x->lat_fam, x->lat_start, &now);
 		complete_one(c, b, x);
 		c->inflight--;
 		if (!c->closing)
