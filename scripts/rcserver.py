@@ -67,6 +67,18 @@ class Daemon:
                 out[parts[1]] = parts[2]
         return out
 
+    def command(self, line):
+        """Sends one command; its one-line reply."""
+        with socket.create_connection(("127.0.0.1", self.port), 10) as s:
+            s.sendall(line.encode() + b"\r\n")
+            buf = b""
+            while not buf.endswith(b"\r\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise RuntimeError("connection closed after " + line)
+                buf += chunk
+        return buf.decode().rstrip("\r\n")
+
     def output(self):
         self.log.flush()
         self.log.seek(0)

@@ -7,6 +7,7 @@ key), so after `stats reset` the histogram counts must equal what the test
 sent, both in `stats latency` and in /metrics (which shows what workers
 published, at most ~100 ms old: the tests poll for it).
 """
+import json
 import os
 import random
 import shutil
@@ -18,9 +19,10 @@ import urllib.request
 
 import pytest
 
-from conftest import Conn, THREADS, free_port
+from conftest import Conn, ROOT, THREADS, free_port
 
 PROMTOOL = shutil.which("promtool")
+LOADGEN = ROOT / "build" / "rc-loadgen"
 
 
 def families(c):
@@ -75,6 +77,35 @@ def test_stats_latency_counts(server_factory, threads):
     assert c.cmd("stats reset\r\n") == "RESET"
     assert families(c)["get_count"] == "0"
     c.close()
+
+
+@pytest.mark.parametrize("threads", THREADS, ids=lambda t: "t%d" % t)
+def test_stats_latency_within_loadgen(server_factory, threads):
+    """rc-loadgen closed loop, -c 50 (scripts/latagree.py prints the
+    figures). A request's server time is a part of its client time (from
+    after its bytes arrived to its reply being queued), and both count the
+    same requests, so every server percentile is at most the client's,
+    times the server's bucket rounding (1/16; the client's is upwards)."""
+    if not (LOADGEN.is_file() and os.access(LOADGEN, os.X_OK)):
+        pytest.skip("build/rc-loadgen not built")
+    s = server_factory(threads=threads)
+    n = 20000
+    p = subprocess.run([str(LOADGEN), "-s", "127.0.0.1:%d" % s.port, "-c", "50", "-n", str(n),
+                        "-r", "9:1", "--seed", "1", "-q", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    r = json.loads(p.stdout)
+    assert r["errors"] == 0 and r["requests"] == n, p.stdout + p.stderr
+    c = Conn(s.connect())
+    st = c.stats("latency")
+    c.close()
+    for fam in ("get", "set"):
+        client = r["latency_us"][fam]
+        assert int(st[fam + "_count"]) == client["count"] > 0, fam
+        for k in ("p50", "p90", "p99", "p999", "max"):
+            assert int(st["%s_%s_us" % (fam, k)]) <= client[k] * (1 + 1 / 16), (fam, k, st, client)
+    for fam in FAMS:
+        if fam not in ("get", "set"):
+            assert st[fam + "_count"] == "0", fam
 
 
 def test_stats_latency_pipelined_remote(server_factory):
