@@ -5,6 +5,7 @@
 #   make run        install missing dependencies, build, run on 127.0.0.1:11211
 #   make test       install missing dependencies, build, run every test
 #   make asan/tsan  the same binaries with sanitizers, under build/asan, build/tsan
+#   make latcost    the cost of the latency histograms (scripts/latcost.py)
 #   make install    binary, unit, options file, man page (PREFIX=/usr/local, DESTDIR=)
 #   make clean
 
@@ -32,7 +33,7 @@ FLOOR_BIN := $(BUILD)/rc-floor
 PY       := /usr/bin/python3
 PORT     ?= 11211
 
-.PHONY: all run test unit integration soak asan tsan hooks fuzz bench deps install uninstall clean
+.PHONY: all run test unit integration soak asan tsan hooks fuzz bench latcost deps install uninstall clean
 all: $(BIN) $(UNIT_BIN) $(LG_BIN) $(FLOOR_BIN)
 
 $(BUILD)/%.o: %.c
@@ -124,6 +125,14 @@ BENCH_ARGS ?=
 bench: all
 	RINGCACHED=$(abspath $(BIN)) LOADGEN=$(abspath $(LG_BIN)) FLOOR=$(abspath $(FLOOR_BIN)) \
 		scripts/bench.sh $(BENCH_ARGS)
+
+# The cost of the latency histograms (scripts/latcost.py): instructions
+# per request under callgrind and CPU per request, this build against one
+# with -DRINGCACHE_NO_LATENCY (under build/nolat). Not part of make test.
+latcost: all
+	@$(MAKE) --no-print-directory BUILD=build/nolat EXTRA_CFLAGS=-DRINGCACHE_NO_LATENCY build/nolat/ringcached
+	$(PY) scripts/latcost.py --with $(abspath $(BIN)) --without $(abspath build/nolat/ringcached) \
+		--loadgen $(abspath $(LG_BIN))
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the binary and man page under
 # PREFIX, the unit (its ExecStart pointed at PREFIX's binary) under

@@ -66,8 +66,10 @@ static void commands(FILE *f, const struct shard_stats *t, uint64_t flush)
 	}
 	fprintf(f, "memcached_commands_total{command=\"cas\",status=\"badval\"} %llu\n",
 		(unsigned long long)t->cas_badval);
+	/* cmd_set counts cas commands too (as memcached's does); the
+	   exporter reports set as cmd_set less every cas outcome. */
 	fprintf(f, "memcached_commands_total{command=\"set\",status=\"hit\"} %llu\n",
-		(unsigned long long)t->cmd_set);
+		(unsigned long long)(t->cmd_set - t->cas_hits - t->cas_misses - t->cas_badval));
 	fprintf(f, "memcached_commands_total{command=\"flush\",status=\"hit\"} %llu\n",
 		(unsigned long long)flush);
 }
@@ -97,20 +99,38 @@ static void histograms(FILE *f, const struct lat_set *lat)
 	}
 }
 
+/* Per-shard series: ringcache's own with label shard (0-based, as in
+   `stats shards`), and memcached_exporter's per-slab-class series that have
+   a value here, with label slab = shard + 1: each shard is one class in
+   `stats items` and `stats slabs`, so the exporter pointed at ringcached
+   shows these same series. */
 static void shards(FILE *f, const struct worker_pub *p, uint32_t n)
 {
-	static const struct { const char *name, *type, *help; } s[] = {
-		{ "ringcache_shard_items", "gauge", "Items stored in the shard." },
-		{ "ringcache_shard_bytes", "gauge", "Bytes of the shard's items." },
-		{ "ringcache_shard_evictions_total", "counter", "Items the shard evicted." },
-		{ "ringcache_shard_hits_total", "counter", "Get hits on the shard." },
-		{ "ringcache_shard_misses_total", "counter", "Get misses on the shard." },
+	static const struct { const char *name, *type, *help; bool slab; } s[] = {
+		{ "ringcache_shard_items", "gauge", "Items stored in the shard.", false },
+		{ "ringcache_shard_bytes", "gauge", "Bytes of the shard's items.", false },
+		{ "ringcache_shard_evictions_total", "counter", "Items the shard evicted.", false },
+		{ "ringcache_shard_hits_total", "counter", "Get hits on the shard.", false },
+		{ "ringcache_shard_misses_total", "counter", "Get misses on the shard.", false },
 		{ "ringcache_shard_xreq_sent_total", "counter",
-		  "Requests the shard's worker handed to other shards." },
+		  "Requests the shard's worker handed to other shards.", false },
 		{ "ringcache_shard_xreq_received_total", "counter",
-		  "Requests the shard executed for other workers." },
+		  "Requests the shard executed for other workers.", false },
 		{ "ringcache_shard_loop_turns_total", "counter",
-		  "Passes of the shard's worker loop." },
+		  "Passes of the shard's worker loop.", false },
+		{ "memcached_slab_current_items", "gauge",
+		  "Number of items currently stored in this slab class.", true },
+		{ "memcached_slab_items_evicted_total", "counter",
+		  "Total number of times an item had to be evicted from the LRU before it expired.",
+		  true },
+		{ "memcached_slab_items_reclaimed_total", "counter",
+		  "Total number of items reclaimed.", true },
+		/* the exporter's help texts, word for word */
+		{ "memcached_slab_items_expired_unfetched_total", "counter",
+		  "Total number of valid items evicted from the LRU which were never touched after being set.",
+		  true },
+		{ "memcached_slab_items_evicted_unfetched_total", "counter",
+		  "Total nmber of items evicted and never fetched.", true },
 	};
 	for (size_t j = 0; j < sizeof(s) / sizeof(s[0]); j++) {
 		head(f, s[j].name, s[j].type, s[j].help);
@@ -119,8 +139,13 @@ static void shards(FILE *f, const struct worker_pub *p, uint32_t n)
 			const struct worker_counters *k = &p[i].worker;
 			const uint64_t v[] = { t->curr_items, t->bytes, t->evictions,
 					       t->get_hits, t->get_misses, k->xreq_sent,
-					       k->xreq_recv, k->loop_turns };
-			fprintf(f, "%s{shard=\"%u\"} %llu\n", s[j].name, i,
+					       k->xreq_recv, k->loop_turns, t->curr_items,
+					       t->evictions, t->reclaimed, t->expired_unfetched,
+					       t->evicted_unfetched };
+			_Static_assert(sizeof(v) / sizeof(v[0]) == sizeof(s) / sizeof(s[0]),
+				       "a value per series");
+			fprintf(f, "%s{%s=\"%u\"} %llu\n", s[j].name,
+				s[j].slab ? "slab" : "shard", s[j].slab ? i + 1 : i,
 				(unsigned long long)v[j]);
 		}
 	}
@@ -151,10 +176,15 @@ static void totals(FILE *f, struct worker_group *g, const struct shard_stats *t,
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	time_t now = time(NULL);
+	/* memcached_exporter's names, types and help texts (its
+	   pkg/exporter/exporter.go) for every value `stats`, `stats settings`
+	   and `stats slabs` give it from ringcached. */
 	GAUGE(f, "memcached_up", "Could the memcached server be reached.", 1);
+	/* The exporter's one type left out: it reports uptime as a counter,
+	   which `promtool check metrics` refuses without a _total suffix. */
 	GAUGE(f, "memcached_uptime_seconds", "Number of seconds since the server started.",
 	      (uint64_t)(now - g->started));
-	GAUGE(f, "memcached_time_seconds", "Current UNIX time according to the server.",
+	GAUGE(f, "memcached_time_seconds", "current UNIX time according to the server.",
 	      (uint64_t)now);
 	head(f, "memcached_version", "gauge", "The version of this memcached server.");
 	fprintf(f, "memcached_version{version=\"%s\"} 1\n", CONFIG_VERSION);
@@ -166,6 +196,10 @@ static void totals(FILE *f, struct worker_group *g, const struct shard_stats *t,
 	     "Accumulated system time for this process.");
 	fprintf(f, "memcached_process_system_cpu_seconds_total %ld.%06ld\n",
 		(long)ru.ru_stime.tv_sec, (long)ru.ru_stime.tv_usec);
+	COUNTER(f, "memcached_read_bytes_total",
+		"Total number of bytes read by this server from network.", k->bytes_read);
+	COUNTER(f, "memcached_written_bytes_total",
+		"Total number of bytes sent by this server to network.", k->bytes_written);
 	commands(f, t, k->cmd_flush);
 	GAUGE(f, "memcached_current_bytes", "Current number of bytes used to store items.",
 	      t->bytes);
@@ -182,23 +216,19 @@ static void totals(FILE *f, struct worker_group *g, const struct shard_stats *t,
 	COUNTER(f, "memcached_items_reclaimed_total",
 		"Total number of times an entry was stored using memory from an expired entry.",
 		t->reclaimed);
-	COUNTER(f, "memcached_item_expired_unfetched_total",
-		"Total number of items that expired and had never been fetched.",
-		t->expired_unfetched);
-	COUNTER(f, "memcached_item_evicted_unfetched_total",
-		"Total number of items that were evicted and had never been fetched.",
-		t->evicted_unfetched);
+	GAUGE(f, "memcached_malloced_bytes", "Number of bytes of memory allocated to slab pages.",
+	      t->segment_bytes);
 	GAUGE(f, "memcached_current_connections", "Current number of open connections.",
 	      k->curr_connections);
 	COUNTER(f, "memcached_connections_total",
 		"Total number of connections opened since the server started running.",
 		k->total_connections);
 	COUNTER(f, "memcached_connections_rejected_total",
-		"Total number of connections rejected due to hitting the max connections limit.",
+		"Total number of connections rejected due to hitting the memcached's -c limit in maxconns_fast mode.",
 		k->rejected_connections);
 	GAUGE(f, "memcached_max_connections", "Maximum number of clients allowed.",
 	      g->cfg->max_conns);
-	GAUGE(f, "memcached_threads", "Number of worker threads.", g->nworkers);
+	GAUGE(f, "ringcache_threads", "Number of worker threads.", g->nworkers);
 	COUNTER(f, "ringcache_get_expired_total", "Gets that found an expired item.",
 		t->get_expired);
 	COUNTER(f, "ringcache_get_flushed_total", "Gets that found a flushed item.",

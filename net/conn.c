@@ -526,6 +526,8 @@ void conn_on_recv(struct conn *c, const struct io_uring_cqe *cqe)
 {
 	int res = cqe->res;
 	int rc = 0;
+	if (res > 0)
+		c->w->counters.bytes_read += (uint64_t)res;
 	if (!(cqe->flags & IORING_CQE_F_MORE)) {
 		c->recv_armed = false;
 		c->refs--;
@@ -684,6 +686,7 @@ void conn_on_send(struct conn *c, int res)
 		conn_close(c);
 		return;
 	}
+	c->w->counters.bytes_written += (uint64_t)res;
 	c->seg_sent += (size_t)res;
 	pop_sent(c);
 	conn_push(c);

@@ -239,6 +239,8 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 		k.conn_buffer_bytes += all[i].worker.conn_buffer_bytes;
 		k.conn_buffer_refused += all[i].worker.conn_buffer_refused;
 		k.conn_slow_closed += all[i].worker.conn_slow_closed;
+		k.bytes_read += all[i].worker.bytes_read;
+		k.bytes_written += all[i].worker.bytes_written;
 	}
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
@@ -278,6 +280,8 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 	o += proto_stat_u64(p + o, "cas_badval", t.cas_badval);
 	o += proto_stat_u64(p + o, "touch_hits", t.touch_hits);
 	o += proto_stat_u64(p + o, "touch_misses", t.touch_misses);
+	o += proto_stat_u64(p + o, "bytes_read", k.bytes_read);
+	o += proto_stat_u64(p + o, "bytes_written", k.bytes_written);
 	o += proto_stat_u64(p + o, "threads", n);
 	o += proto_stat_u64(p + o, "hash_bytes", t.hash_bytes);
 	o += proto_stat_u64(p + o, "bytes", t.bytes);
@@ -348,6 +352,8 @@ static void execute_fanout(struct worker *w, struct xreq *x, struct xbatch *b)
 		w->counters.rejected_connections = 0;
 		w->counters.cmd_flush = 0;
 		w->counters.conn_slow_closed = 0;
+		w->counters.bytes_read = 0;
+		w->counters.bytes_written = 0;
 		w->mem.refused = 0;
 		memset(&w->lat, 0, sizeof(w->lat));
 		break;
@@ -684,11 +690,7 @@ void process_complete(struct worker *w, struct xbatch *b)
 		/* The xreq lives in c's arena, which conn_unref may free. */
 		struct xreq *next = x->next;
 		struct conn *c = x->conn;
-		if (x->lat_fam < LAT_NFAM) {
-			if (!now)
-				now = lat_clock_us();
-			lat_record_n(&w->lat.h[x->lat_fam], now - x->lat_start, 1);
-		}
+		worker_lat_remote(w, x->lat_fam, x->lat_start, &now);
 		complete_one(c, b, x);
 		c->inflight--;
 		if (!c->closing)

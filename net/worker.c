@@ -86,8 +86,9 @@ static int64_t now_ms(void)
 static void set_clock(struct worker *w)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	w->now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	clock_gettime(WORKER_CLOCK, &ts);
+	w->now_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	w->now_ms = (int64_t)(w->now_us / 1000);
 	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
 	if (ts.tv_sec != w->now) {
 		w->now = ts.tv_sec;
@@ -269,23 +270,6 @@ static void maybe_reclaim(struct worker *w)
 	conn_reclaim(w);
 }
 
-/* The requests answered on this shard in this pass: each took (about) the
-   pass's time from the first parse to now, when its reply is queued. */
-static void lat_flush(struct worker *w)
-{
-	if (w->lat_pending) {
-		uint64_t d = lat_clock_us() - w->lat_pass_us;
-		for (unsigned f = 0; f < LAT_NFAM; f++) {
-			if (!w->lat_local[f])
-				continue;
-			lat_record_n(&w->lat.h[f], d, w->lat_local[f]);
-			w->lat_local[f] = 0;
-		}
-		w->lat_pending = false;
-	}
-	w->lat_pass_us = 0;
-}
-
 /* Copies the counters for the metrics thread, unless it is reading them
    (then next pass): a worker never waits for it. */
 static void publish(struct worker *w)
@@ -338,7 +322,6 @@ static void probe_idle(struct worker *w)
 
 static void after_pass(struct worker *w)
 {
-	set_clock(w);
 	maybe_reclaim(w);
 	if (w->now_ms - w->mem_tick_ms >= 1000) {
 		w->mem_tick_ms = w->now_ms;
@@ -346,7 +329,8 @@ static void after_pass(struct worker *w)
 		probe_idle(w);
 	}
 	push_dirty(w);
-	lat_flush(w);
+	set_clock(w); /* the end of the pass: its replies are queued */
+	worker_lat_flush(w);
 	w->counters.loop_turns++;
 	publish(w);
 	flush_outboxes(w);
@@ -381,6 +365,7 @@ static void run_loop(struct worker *w)
 		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
 		set_clock(w); /* the wait may have lasted a tick: requests see
 				 this moment, not the last pass's */
+		w->pass_us = w->now_us;
 		unsigned head, n = 0;
 		io_uring_for_each_cqe(&w->ring, head, cqe) {
 			dispatch(w, cqe);

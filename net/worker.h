@@ -62,6 +62,8 @@ struct worker_counters {
 	uint64_t rejected_connections;
 	uint64_t cmd_flush;
 	uint64_t conn_slow_closed;   /* slow readers closed for the budget */
+	uint64_t bytes_read;         /* received from clients */
+	uint64_t bytes_written;      /* sent to clients */
 	/* Filled from `mem` when stats asks. */
 	uint64_t conn_buffer_bytes;  /* connection memory lent now */
 	uint64_t conn_buffer_refused;/* allocations the budget refused */
@@ -156,16 +158,19 @@ struct worker {
 	struct conn *probe;          /* the next connection conn_probe() looks
 					at (NULL: from the list's head) */
 	atomic_uint_fast64_t heartbeat; /* loop passes; read by main */
-	/* Latency (net/latency.h). A request's start is the first request
-	   parse of the loop pass (one clock read per pass, shared by every
-	   request parsed in it; 0 until then). A request answered on this
-	   shard is counted in lat_local and recorded at the end of the pass
-	   with the pass's elapsed time; a request sent to another shard
-	   carries its start in its xreq and is recorded when its reply comes
-	   back and fills its segment (one clock read per returning batch). */
-	uint64_t lat_pass_us;
+	uint64_t now_us;             /* monotonic us (WORKER_CLOCK), read after
+					the wait and at the end of every pass */
+	/* Latency (net/latency.h), timed with the two readings of the clock
+	   every pass makes anyway: a request's start is the reading after the
+	   wait that ended with its bytes (pass_us). A request answered on
+	   this shard is counted in lat_local and recorded at the end of the
+	   pass, when its reply is queued, with the pass's elapsed time; a
+	   request sent to another shard carries its start in its xreq and is
+	   recorded when its reply comes back (one more clock read per
+	   returning batch). */
+	uint64_t pass_us;
 	uint32_t lat_local[LAT_NFAM];
-	bool lat_pending;
+	uint32_t lat_fams;           /* bit f: lat_local[f] != 0 */
 	struct lat_set lat;
 	int64_t pub_ms;              /* when `pub` was last written */
 	bool pub_due;                /* a pass since then: wake up to publish */
@@ -199,12 +204,19 @@ void worker_rbuf_put(struct worker *w, unsigned bid);
 /* Marks a connection as having output to send after this pass. */
 void worker_mark_dirty(struct worker *w, struct conn *c);
 
-/* The start time (us) of a request parsed now: see lat_pass_us. */
+/*
+ * Timing and recording of requests (see pass_us), all here: a build with
+ * -DRINGCACHE_NO_LATENCY gets empty versions and the coarse clock (what the
+ * loop used before there were histograms), so that the cost of the
+ * histograms can be measured against a build without them
+ * (scripts/latcost.py); its `stats latency` counts nothing.
+ */
+#ifndef RINGCACHE_NO_LATENCY
+#define WORKER_CLOCK CLOCK_MONOTONIC
+/* The start time (us) of a request parsed now. */
 static inline uint64_t worker_lat_start(struct worker *w)
 {
-	if (!w->lat_pass_us)
-		w->lat_pass_us = lat_clock_us();
-	return w->lat_pass_us;
+	return w->pass_us;
 }
 
 /* A request of family fam answered on this shard during this pass. */
@@ -212,10 +224,60 @@ static inline void worker_lat_local(struct worker *w, unsigned fam)
 {
 	if (fam >= LAT_NFAM)
 		return;
-	worker_lat_start(w);
 	w->lat_local[fam]++;
-	w->lat_pending = true;
+	w->lat_fams |= 1u << fam;
 }
+
+/* At the end of a pass (now_us just read): records the requests answered
+   on this shard in it. */
+static inline void worker_lat_flush(struct worker *w)
+{
+	uint64_t d = w->now_us - w->pass_us;
+	uint32_t fams = w->lat_fams; /* a copy the stores below cannot alias */
+	w->lat_fams = 0;
+	for (; fams; fams &= fams - 1) {
+		unsigned f = (unsigned)__builtin_ctz(fams);
+		lat_record_n(&w->lat.h[f], d, w->lat_local[f]);
+		w->lat_local[f] = 0;
+	}
+}
+
+/* A request of family fam that started at `start` answered by another
+   shard; *now is the clock, read on the first call with *now == 0. */
+static inline void worker_lat_remote(struct worker *w, unsigned fam,
+				     uint64_t start, uint64_t *now)
+{
+	if (fam >= LAT_NFAM)
+		return;
+	if (!*now)
+		*now = lat_clock_us();
+	lat_record_n(&w->lat.h[fam], *now - start, 1);
+}
+#else
+#define WORKER_CLOCK CLOCK_MONOTONIC_COARSE
+static inline uint64_t worker_lat_start(struct worker *w)
+{
+	(void)w;
+	return 0;
+}
+static inline void worker_lat_local(struct worker *w, unsigned fam)
+{
+	(void)w;
+	(void)fam;
+}
+static inline void worker_lat_flush(struct worker *w)
+{
+	(void)w;
+}
+static inline void worker_lat_remote(struct worker *w, unsigned fam,
+				     uint64_t start, uint64_t *now)
+{
+	(void)w;
+	(void)fam;
+	(void)start;
+	(void)now;
+}
+#endif
 
 /* Copies w's published counters into the caller's memory (any thread);
    false if the worker has published nothing yet. */
