@@ -174,6 +174,7 @@ int process_read(struct conn *c, const struct proto_req *r)
 	bool gat = r->cmd == PROTO_CMD_GAT || r->cmd == PROTO_CMD_GATS;
 	bool with_cas = r->cmd == PROTO_CMD_GETS || r->cmd == PROTO_CMD_GATS;
 	uint32_t i = 0;
+	uint64_t next = r->nkeys ? shard_hash(r->keys[0].ptr, r->keys[0].len) : 0;
 	for (; i < r->nkeys; i++) {
 		if (i && conn_paused(c))
 			return (int)i;
@@ -181,9 +182,15 @@ int process_read(struct conn *c, const struct proto_req *r)
 			.op = gat ? SHARD_OP_GAT : SHARD_OP_GET,
 			.key = r->keys[i].ptr,
 			.klen = r->keys[i].len,
-			.hash = shard_hash(r->keys[i].ptr, r->keys[i].len),
+			.hash = next,
 			.exptime = r->exptime,
 		};
+		/* The next key's index slot loads while this one runs. */
+		if (i + 1 < r->nkeys) {
+			next = shard_hash(r->keys[i + 1].ptr, r->keys[i + 1].len);
+			if (shard_route(next, w->group->nworkers) == w->id)
+				shard_prefetch(w->shard, next);
+		}
 		uint32_t dst = shard_route(q.hash, w->group->nworkers);
 		bool detail = detail_on(&w->group->detail);
 		if (dst != w->id) {

@@ -967,6 +967,11 @@ fail_heap:
 	return NULL;
 }
 
+void shard_prefetch(const struct shard *s, uint64_t hash)
+{
+	table_prefetch(&s->table, hash);
+}
+
 void shard_destroy(struct shard *s)
 {
 	if (!s)

@@ -230,6 +230,8 @@ bool shard_tick(struct shard *s, unsigned budget);
 bool shard_rebuilding(const struct shard *s);
 
 void shard_stats(const struct shard *s, struct shard_stats *out);
+/* A hint: a lookup of this hash comes soon (no effect on the contents). */
+void shard_prefetch(const struct shard *s, uint64_t hash);
 /* stats reset: zeroes the counters that memcached's `stats reset` zeroes. */
 void shard_stats_reset(struct shard *s);
 

@@ -142,6 +142,14 @@ uint64_t *table_find_loc(struct table *t, uint64_t hash, uint64_t loc);
  */
 int table_insert(struct table *t, uint64_t hash, uint64_t loc);
 /* Points a slot found by a lookup at a new location (the item moved). */
+/* Starts loading hash's home slot, so that a lookup soon after does not
+   wait for it (a multi-get hashes its next key ahead). */
+static inline void table_prefetch(const struct table *t, uint64_t hash)
+{
+	uint64_t tag = table__tag(table_entry(hash, 0));
+	__builtin_prefetch(&t->cur.slot[table__home(tag, t->cur.n)]);
+}
+
 static inline void table_move(uint64_t *slot, uint64_t loc)
 {
 	*slot = (*slot & ~TABLE_LOC_MASK) | loc;
