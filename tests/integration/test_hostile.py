@@ -59,6 +59,7 @@ class Guard:
         self.c = Conn(server.connect())
         assert self.c.cmd(b"set big 0 0 %d\r\n" % BIG_LEN + BIG_VALUE + b"\r\n") == "STORED"
         self.n = 0
+        self.big_refused = 0
         self.last = 0.0
         for _ in range(64):
             self.check()
@@ -75,7 +76,20 @@ class Guard:
         assert self.c.cmd(line + val + b"\r\n") == "STORED"
         assert self.c.get_values("get %s\r\n" % key) == {key: (self.n, val)}
         if self.n % 8 == 0:
-            assert self.c.get_values("get big\r\n") == {"big": (0, BIG_VALUE)}
+            self.c.send(b"get big\r\n")
+            line = self.c.line()
+            if line == "SERVER_ERROR out of memory writing get response":
+                # Connection memory is a bound: a burst of clients that
+                # hang up with 100 KB answers queued can hold all of it for
+                # a moment (seen under TSan, where a worker parses a backlog
+                # of hundreds of connections in one pass). The refusal is
+                # memcached's error, and finish() asks again once the burst
+                # is over, where it must be served.
+                self.big_refused += 1
+                return
+            assert line == "VALUE big 0 %d" % BIG_LEN, line
+            assert self.c.exact(BIG_LEN + 2) == BIG_VALUE + b"\r\n"
+            assert self.c.line() == "END"
 
     def tick(self, force=False):
         s = self.server
@@ -121,6 +135,8 @@ class Guard:
         if wait:
             self.wait_connections(self.conns0)
         self.tick(force=True)
+        assert self.c.get_values("get big\r\n") == {"big": (0, BIG_VALUE)}, \
+            "not served after the test (refused %d times during it)" % self.big_refused
         self.c.close()
         stop_promptly(self.server)
 
