@@ -14,6 +14,7 @@ Every loop is bounded in iterations and in time; waits are for events
 (readable, writable, a reply), and the few polls (of `stats`) have a
 deadline.
 """
+import glob
 import os
 import random
 import select
@@ -117,17 +118,18 @@ class Guard:
             if have == want:
                 return
             time.sleep(0.01)
-        import glob
-        dump = ""
+        # The rings' poll lists (armed receives) say whether a receive of
+        # the stuck connections is still waiting in the kernel.
+        polls = []
         for fd in glob.glob("/proc/%d/fd/*" % self.server.proc.pid):
             try:
                 if "io_uring" in os.readlink(fd):
-                    dump += open(fd.replace("/fd/", "/fdinfo/")).read()
+                    with open(fd.replace("/fd/", "/fdinfo/")) as f:
+                        polls += [l.strip() for l in f if l.startswith("  op=")]
             except OSError:
                 pass
-        open("/tmp/fdinfo.txt", "w").write(dump)
-        pytest.fail("curr_connections is %s, not %d, after %.0f s; stats conns: %s"
-                    % (have, want, timeout, self.c.stats("conns")))
+        pytest.fail("curr_connections is %s, not %d, after %.0f s; stats conns: %s; "
+                    "ring polls: %s" % (have, want, timeout, self.c.stats("conns"), polls))
 
     def finish(self, wait=True):
         """Ends a test: (every attacker gone,) a last check, the guard's
