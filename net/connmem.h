@@ -69,9 +69,14 @@
 #define CONNMEM_BLOCK 16384
 /* A send's msghdr and iovec array (see conn.c). */
 #define CONNMEM_SMALL 1088
-/* Most free blocks a worker keeps of each size, and how many it keeps
-   however long they stay unused. */
+/* Blocks this large or larger are mapped, not taken from the heap. */
+#define CONNMEM_MAP_MIN ((size_t)CONNMEM_BLOCK + 1)
+/* Most free blocks the workers keep of each size, together (each keeps its
+   share, at least CONNMEM_POOL_MIN: connections are dealt evenly, so is
+   their concurrency), and how many one keeps however long they stay
+   unused. */
 #define CONNMEM_POOL_MAX 256
+#define CONNMEM_POOL_MIN 32
 #define CONNMEM_POOL_FLOOR 8
 
 enum connmem_level {
@@ -101,13 +106,14 @@ struct connmem {
 	size_t lease;              /* budget bytes this worker holds */
 	size_t held;               /* bytes lent to connections now */
 	uint64_t refused;          /* allocations refused for the budget */
+	uint32_t pool_max;         /* free blocks kept per size, at most */
 	struct connmem_pool block, small;
 };
 
 void connmem_budget_init(struct connmem_budget *b, size_t max);
 
 /* Prepares a worker's lender over `heap` (caller memory); nworkers sizes
-   the lease unit. */
+   the lease unit and the free lists. */
 void connmem_init(struct connmem *m, heap_t *heap, struct connmem_budget *b,
 		  uint32_t nworkers);
 /* Frees the free lists and gives the lease back. Every lent block must
@@ -123,6 +129,12 @@ void connmem_deinit(struct connmem *m);
 void *connmem_get(struct connmem *m, size_t size, enum connmem_level level);
 /* Gives back a block lent by connmem_get(m, size, ...). */
 void connmem_put(struct connmem *m, void *p, size_t size);
+
+/* Bytes on the free lists. */
+static inline size_t connmem_pooled(const struct connmem *m)
+{
+	return (size_t)m->block.n * CONNMEM_BLOCK + (size_t)m->small.n * CONNMEM_SMALL;
+}
 
 /* Frees free-list blocks that were not used since the last call (keeping
    CONNMEM_POOL_FLOOR); the worker calls it about once a second. */

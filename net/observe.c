@@ -55,7 +55,7 @@ void observe_latency_done(struct conn *c, struct xgather *g)
 void observe_shards_done(struct conn *c, struct xgather *g)
 {
 	uint32_t n = c->w->group->nworkers;
-	char *p = room(c, g, (size_t)n * 8 * 64 + 8);
+	char *p = room(c, g, (size_t)n * 9 * 64 + 8);
 	if (!p)
 		return;
 	size_t o = 0;
@@ -71,6 +71,7 @@ void observe_shards_done(struct conn *c, struct xgather *g)
 			{ "xreq_sent", k->xreq_sent },
 			{ "xreq_received", k->xreq_recv },
 			{ "loop_turns", k->loop_turns },
+			{ "connections", k->curr_connections },
 		};
 		for (size_t j = 0; j < sizeof(v) / sizeof(v[0]); j++)
 			o += (size_t)sprintf(p + o, "STAT shard%u_%s %llu\r\n", i,

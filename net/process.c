@@ -245,6 +245,7 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 		k.cmd_flush += all[i].worker.cmd_flush;
 		k.conn_buffer_bytes += all[i].worker.conn_buffer_bytes;
 		k.conn_buffer_refused += all[i].worker.conn_buffer_refused;
+		k.conn_buffer_pooled += all[i].worker.conn_buffer_pooled;
 		k.conn_slow_closed += all[i].worker.conn_slow_closed;
 		k.bytes_read += all[i].worker.bytes_read;
 		k.bytes_written += all[i].worker.bytes_written;
@@ -310,6 +311,7 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 	o += proto_stat_u64(p + o, "ghost_bytes", t.ghost_bytes);
 	o += proto_stat_u64(p + o, "conn_buffer_bytes", k.conn_buffer_bytes);
 	o += proto_stat_u64(p + o, "conn_buffer_refused", k.conn_buffer_refused);
+	o += proto_stat_u64(p + o, "conn_buffer_pooled", k.conn_buffer_pooled);
 	o += proto_stat_u64(p + o, "conn_slow_closed", k.conn_slow_closed);
 	memcpy(p + o, "END\r\n", 5);
 	return o + 5;
@@ -352,6 +354,7 @@ static void execute_fanout(struct worker *w, struct xreq *x, struct xbatch *b)
 		x->stats->worker = w->counters;
 		x->stats->worker.conn_buffer_bytes = w->mem.held;
 		x->stats->worker.conn_buffer_refused = w->mem.refused;
+		x->stats->worker.conn_buffer_pooled = connmem_pooled(&w->mem);
 		break;
 	case XREQ_STATS_RESET:
 		shard_stats_reset(w->shard);

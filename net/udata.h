@@ -3,7 +3,8 @@
  *
  * Every submission carries a pointer to the object its completion concerns
  * (a listener, a connection, a cross-shard batch) with a tag in the low three
- * bits, which are free because every such object is at least 8-byte aligned.
+ * bits, which are free because every such object is at least 8-byte aligned
+ * (UD_CONN carries a file descriptor there instead).
  * user_data 0 marks a completion nobody needs to see (a close, say).
  * Header-only; any thread.
  */
@@ -20,6 +21,9 @@ enum ud_tag {
 	UD_MSG = 4,      /* struct xbatch *: arrived from another worker */
 	UD_MSG_SENT = 5, /* struct xbatch *: our MSG_RING went out (or not) */
 	UD_WAKE = 6,     /* struct worker *: its eventfd was written */
+	UD_CONN = 7,     /* no pointer: an accepted fd in the upper bits, handed
+			    to this worker (res >= 0) or whose hand-off failed
+			    (res < 0, seen by the worker that accepted it) */
 };
 
 static inline uint64_t ud_pack(const void *p, enum ud_tag tag)

@@ -67,6 +67,7 @@ struct worker_counters {
 	/* Filled from `mem` when stats asks. */
 	uint64_t conn_buffer_bytes;  /* connection memory lent now */
 	uint64_t conn_buffer_refused;/* allocations the budget refused */
+	uint64_t conn_buffer_pooled; /* free blocks kept for reuse */
 	/* stats shards */
 	uint64_t xreq_sent;          /* requests handed to other shards */
 	uint64_t xreq_recv;          /* requests executed for other workers */
@@ -101,6 +102,7 @@ struct worker_group {
 	atomic_uint ready;           /* workers whose loop has started */
 	atomic_uint failed;          /* workers that could not start */
 	atomic_uint conns;           /* open connections, for -c */
+	atomic_uint next_home;       /* round robin of accepted connections */
 	struct connmem_budget mem;   /* -o conn_mem_max over all workers */
 	atomic_bool stopping;        /* set by worker_stop_all() */
 	atomic_uint quiet;           /* workers with nothing left in flight */

@@ -184,7 +184,7 @@ def test_rss_bounded_under_1gb_of_mixed_sizes(server_factory):
                RSS_BOUND_KIB, samples, sum(w.hits for w in writers),
                sum(w.misses for w in writers), sum(w.known_hits for w in writers),
                sum(w.known_misses for w in writers), st["evictions"],
-               st["bytes"], st["curr_items"]))
+               st["bytes"], st["curr_items"])) + " pooled %s held %s" % (st.get("conn_buffer_pooled"), st.get("conn_buffer_bytes"))
     print(info)
     assert sent >= TOTAL_BYTES
     assert int(st["limit_maxbytes"]) == LIMIT_MB * MIB

@@ -131,7 +131,7 @@ def test_stats_shards_move(server_factory):
     a = c.stats("shards")
     assert set(a) == {"shard%d_%s" % (i, k) for i in range(2) for k in
                       ("items", "bytes", "evictions", "hits", "misses",
-                       "xreq_sent", "xreq_received", "loop_turns")}
+                       "xreq_sent", "xreq_received", "loop_turns", "connections")}
     for i in range(100):
         c.cmd("set s%d 0 0 3\r\nabc\r\n" % i)
         c.get_values("get s%d\r\n" % i)
@@ -149,6 +149,39 @@ def test_stats_shards_move(server_factory):
     assert 0 <= tot(b, "xreq_received") - tot(b, "xreq_sent") <= 1
     assert all(int(b["shard%d_loop_turns" % i]) > int(a["shard%d_loop_turns" % i])
                for i in range(2))
+    c.close()
+
+
+@pytest.mark.parametrize("threads", [2, 4], ids=lambda t: "t%d" % t)
+def test_connections_dealt_round_robin(server_factory, threads):
+    """Connections go round robin over the workers, as memcached's
+    dispatcher deals them, whichever worker's accept the kernel completed:
+    a burst of connects used to land on one worker."""
+    s = server_factory(threads=threads)
+    per = 8
+    socks = [socket.socket() for _ in range(threads * per)]
+    for k in socks:  # a burst of connects, as a client pool opens them
+        k.setblocking(False)
+        k.connect_ex(s.addr)
+    conns = []
+    for k in socks:
+        k.settimeout(10)
+        conns.append(Conn(k))
+    for c in conns:
+        assert c.cmd("version\r\n").startswith("VERSION ")  # adopted by now
+    c = Conn(s.connect())
+    want = threads * per + 1
+    deadline = time.monotonic() + 5
+    while True:  # the readiness probe's connection may still be closing
+        sh = c.stats("shards")
+        n = [int(sh["shard%d_connections" % i]) for i in range(threads)]
+        if sum(n) == want or time.monotonic() > deadline:
+            break
+    assert sum(n) == want, n
+    assert max(n) - min(n) <= 1, n
+    for k in conns:
+        assert k.cmd("get nothing\r\n") == "END"
+        k.close()
     c.close()
 
 

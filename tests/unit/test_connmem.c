@@ -143,6 +143,15 @@ static void test_pool(void)
 	connmem_put(&m, small, CONNMEM_SMALL);
 	connmem_put(&m, p, CONNMEM_BLOCK);
 	CU_ASSERT(m.small.n == 1);
+	/* Workers share the bound: each keeps its part, not less than the
+	   minimum. */
+	struct connmem m4, m64;
+	connmem_init(&m4, h, &b, 4);
+	connmem_init(&m64, h, &b, 64);
+	CU_ASSERT(m4.pool_max == CONNMEM_POOL_MAX / 4);
+	CU_ASSERT(m64.pool_max == CONNMEM_POOL_MIN);
+	connmem_deinit(&m4);
+	connmem_deinit(&m64);
 	/* A tick frees what stayed unused since the last one, down to the
 	   floor; blocks taken meanwhile count as used. */
 	connmem_tick(&m);
