@@ -118,25 +118,28 @@ static void lease_trim(struct connmem *m)
  * with all of them, as when one worker had all the connections). Sanitizer
  * builds keep the heap, which they see into.
  */
-static void *big_alloc(struct connmem *m, size_t size)
+static void *block_alloc(struct connmem *m, size_t size)
 {
-#ifdef RINGCACHE_LIBC_HEAP
-	return heap_alloc(m->heap, size);
-#else
-	(void)m;
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
+#ifndef RINGCACHE_LIBC_HEAP
+	if (size >= CONNMEM_MAP_MIN) {
+		void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		return p == MAP_FAILED ? NULL : p;
+	}
 #endif
+	return heap_alloc(m->heap, size);
 }
 
-static void big_free(void *p, size_t size)
+static void block_free(void *p, size_t size)
 {
-#ifdef RINGCACHE_LIBC_HEAP
+#ifndef RINGCACHE_LIBC_HEAP
+	if (size >= CONNMEM_MAP_MIN) {
+		munmap(p, size);
+		return;
+	}
+#endif
 	(void)size;
 	heap_free(p);
-#else
-	munmap(p, size);
-#endif
 }
 
 static struct connmem_pool *pool_of(struct connmem *m, size_t size)
@@ -165,7 +168,7 @@ void *connmem_get(struct connmem *m, size_t size, enum connmem_level level)
 		if (--pool->n < pool->low)
 			pool->low = pool->n;
 	} else {
-		p = size >= CONNMEM_MAP_MIN ? big_alloc(m, size) : heap_alloc(m->heap, size);
+		p = block_alloc(m, size);
 		if (!p) {
 			lease_trim(m);
 			return NULL;
@@ -185,10 +188,8 @@ void connmem_put(struct connmem *m, void *p, size_t size)
 		*(void **)p = pool->head;
 		pool->head = p;
 		pool->n++;
-	} else if (size >= CONNMEM_MAP_MIN) {
-		big_free(p, size);
 	} else {
-		heap_free(p);
+		block_free(p, size);
 	}
 	lease_trim(m);
 }
