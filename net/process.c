@@ -227,6 +227,41 @@ int process_read(struct conn *c, const struct proto_req *r)
 	return (int)i;
 }
 
+static void prefetch_key(struct worker *w, const char *k, size_t len)
+{
+	if (!len || len > SHARD_KEY_MAX)
+		return;
+	uint64_t h = shard_hash(k, len);
+	if (shard_route(h, w->group->nworkers) == w->id)
+		shard_prefetch(w->shard, h);
+}
+
+unsigned process_prefetch(struct worker *w, const char *p, size_t n,
+			  unsigned budget)
+{
+	const char *end = p + n;
+	unsigned used = 0;
+	const char *nl;
+	while (used < budget && (nl = memchr(p, '\n', (size_t)(end - p)))) {
+		used++;
+		size_t skip = nl - p > 4 && !memcmp(p, "get ", 4) ? 4 :
+			      nl - p > 5 && !memcmp(p, "gets ", 5) ? 5 : 0;
+		/* With skip, nl - 1 is inside the line. */
+		const char *k = p + skip,
+			   *e = skip && nl[-1] == '\r' ? nl - 1 : nl;
+		while (skip && k < e && used < budget) {
+			const char *sp = memchr(k, ' ', (size_t)(e - k));
+			if (!sp)
+				sp = e;
+			prefetch_key(w, k, (size_t)(sp - k));
+			used++;
+			k = sp + 1;
+		}
+		p = nl + 1;
+	}
+	return used;
+}
+
 /* ---- whole-cache commands --------------------------------------------- */
 
 static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
@@ -612,6 +647,10 @@ static char *batch_sink(void *ctx, const struct shard_view *v)
 
 void process_execute(struct worker *w, struct xbatch *b)
 {
+	/* The items of the batch's reads start loading together. */
+	for (struct xreq *x = b->head; x; x = x->next)
+		if (x->kind == XREQ_OP && proto_is_read((enum proto_cmd)x->cmd))
+			shard_prefetch(w->shard, x->req.hash);
 	for (struct xreq *x = b->head; x; x = x->next) {
 		if (x->kind != XREQ_OP) {
 			size_t start = b->len;

@@ -51,6 +51,18 @@ struct xgather *process_fanout(struct conn *c, const struct proto_req *r,
 struct xreq *process_send_text(struct conn *c, uint32_t dst,
 				const struct xreq *tmpl);
 
+/*
+ * A look ahead at bytes just received, before they are parsed: for the keys
+ * of the get and gets lines among them that belong to w's shard, starts
+ * loading their items (shard_prefetch), so that the cache misses of a
+ * pass's gets overlap. Looks at `budget` lines and keys at most and returns
+ * how many it looked at. Reads p only; a line cut by the end of the bytes
+ * is left alone; anything else it does not recognise is skipped (the
+ * parser, not this, decides what the bytes mean).
+ */
+unsigned process_prefetch(struct worker *w, const char *p, size_t n,
+			  unsigned budget);
+
 /* Destination side: runs every request of a batch against w's shard. */
 void process_execute(struct worker *w, struct xbatch *b);
 

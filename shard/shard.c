@@ -969,7 +969,12 @@ fail_heap:
 
 void shard_prefetch(const struct shard *s, uint64_t hash)
 {
-	table_prefetch(&s->table, hash);
+	uint64_t loc = table_peek(&s->table, hash);
+	if (!loc)
+		return;
+	const char *p = s->seg.byid[table_loc_seg(loc)]->data + table_loc_off(loc);
+	__builtin_prefetch(p);
+	__builtin_prefetch(p + 64);
 }
 
 void shard_destroy(struct shard *s)

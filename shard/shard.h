@@ -230,7 +230,13 @@ bool shard_tick(struct shard *s, unsigned budget);
 bool shard_rebuilding(const struct shard *s);
 
 void shard_stats(const struct shard *s, struct shard_stats *out);
-/* A hint: a lookup of this hash comes soon (no effect on the contents). */
+/*
+ * A hint: a lookup of this hash comes soon. Reads the index (so it may wait
+ * for the slot, which is 8 bytes of a small array) and starts loading the
+ * first two cache lines of the item whose tag matches, without waiting for
+ * them; changes nothing. Many of these before their lookups let the
+ * items' cache misses overlap instead of following one another.
+ */
 void shard_prefetch(const struct shard *s, uint64_t hash);
 /* stats reset: zeroes the counters that memcached's `stats reset` zeroes. */
 void shard_stats_reset(struct shard *s);

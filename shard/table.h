@@ -141,15 +141,22 @@ uint64_t *table_find_loc(struct table *t, uint64_t hash, uint64_t loc);
  * and could not be had (the entry is not added).
  */
 int table_insert(struct table *t, uint64_t hash, uint64_t loc);
-/* Points a slot found by a lookup at a new location (the item moved). */
-/* Starts loading hash's home slot, so that a lookup soon after does not
-   wait for it (a multi-get hashes its next key ahead). */
-static inline void table_prefetch(const struct table *t, uint64_t hash)
+/* The location of the first entry of the current array whose tag is
+   hash's (its key unchecked), or 0: a guess for a prefetch. */
+static inline uint64_t table_peek(const struct table *t, uint64_t hash)
 {
+	const struct table_array *a = &t->cur;
 	uint64_t tag = table__tag(table_entry(hash, 0));
-	__builtin_prefetch(&t->cur.slot[table__home(tag, t->cur.n)]);
+	for (size_t i = table__home(tag, a->n);; i = table__next(i, a->n)) {
+		uint64_t e = a->slot[i];
+		if (e == TABLE_EMPTY)
+			return 0;
+		if (table__tag(e) == tag && e != TABLE_TOMB)
+			return e & TABLE_LOC_MASK;
+	}
 }
 
+/* Points a slot found by a lookup at a new location (the item moved). */
 static inline void table_move(uint64_t *slot, uint64_t loc)
 {
 	*slot = (*slot & ~TABLE_LOC_MASK) | loc;
