@@ -185,7 +185,8 @@ int process_read(struct conn *c, const struct proto_req *r)
 			.hash = next,
 			.exptime = r->exptime,
 		};
-		/* The next key's index slot loads while this one runs. */
+		/* The next key's item starts loading while this one runs
+		   (past the keys the look-ahead of dispatch_all covered). */
 		if (i + 1 < r->nkeys) {
 			next = shard_hash(r->keys[i + 1].ptr, r->keys[i + 1].len);
 			if (shard_route(next, w->group->nworkers) == w->id)
