@@ -120,15 +120,13 @@ struct worker_outbox {
 	bool in_flight;
 };
 
-/* Completions taken from the ring at a time, and how many keys of the gets
-   in those ahead of the one being dispatched have their items loading
+/* Completions taken from the ring at a time, and how many lines and keys
+   of those ahead of the one being dispatched the look-ahead has been over
    (dispatch_all, worker.c): enough to overlap the cache misses of a few
    connections' pipelined gets, few enough that the first items are still
    in L1/L2 when they are read. */
 #define WORKER_CQE_BATCH 64u
-#ifndef WORKER_PREFETCH_AHEAD
 #define WORKER_PREFETCH_AHEAD 32u
-#endif
 #define WORKER_RBUF_GROUP 0
 /* A power of two. The kernel takes buffers in ring order, so over time
    every one is touched: this is 256 KiB of RSS per worker (256 buffers
