@@ -120,6 +120,14 @@ static inline uint64_t *table__find_in(struct table_array *a, uint64_t tag,
 	}
 }
 
+/* A match that takes any entry of the tag (table_peek's guess). */
+static inline bool table__any(void *ctx, uint64_t loc, const char *key,
+			      uint8_t klen)
+{
+	(void)ctx, (void)loc, (void)key, (void)klen;
+	return true;
+}
+
 /* The slot of the entry with this key, or NULL. `match` should be the
    function given to table_init (it is passed again so that the compiler
    can inline it). */
@@ -141,13 +149,6 @@ uint64_t *table_find_loc(struct table *t, uint64_t hash, uint64_t loc);
  * and could not be had (the entry is not added).
  */
 int table_insert(struct table *t, uint64_t hash, uint64_t loc);
-static inline bool table__any(void *ctx, uint64_t loc, const char *key,
-			      uint8_t klen)
-{
-	(void)ctx, (void)loc, (void)key, (void)klen;
-	return true;
-}
-
 /* The location of the first entry of the current array whose tag is
    hash's (its key unchecked), or 0: a guess for a prefetch. */
 static inline uint64_t table_peek(const struct table *t, uint64_t hash)
