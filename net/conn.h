@@ -21,7 +21,10 @@
  * which happens only when every segment has been sent and no cross-shard
  * request is out (`inflight` == 0). A closed connection is freed only once
  * no submission and no cross-shard request refers to it any more (`refs`).
- * Only the home worker's thread touches a connection.
+ * Only the home worker's thread touches a connection. The one exception
+ * is its socket: the owner of a remote key may send a direct reply on fd
+ * (net/process.c), while the xreq it answers holds a reference, so the fd
+ * stays open; it never reads or writes this struct.
  *
  * Bounds: the read buffer grows to fit one request at most (line_max +
  * item_max + 2), plus, with multishot receives, what the kernel delivers

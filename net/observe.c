@@ -55,7 +55,7 @@ void observe_latency_done(struct conn *c, struct xgather *g)
 void observe_shards_done(struct conn *c, struct xgather *g)
 {
 	uint32_t n = c->w->group->nworkers;
-	char *p = room(c, g, (size_t)n * 9 * 64 + 8);
+	char *p = room(c, g, (size_t)n * 11 * 64 + 8);
 	if (!p)
 		return;
 	size_t o = 0;
@@ -70,6 +70,8 @@ void observe_shards_done(struct conn *c, struct xgather *g)
 			{ "misses", s->get_misses },
 			{ "xreq_sent", k->xreq_sent },
 			{ "xreq_received", k->xreq_recv },
+			{ "direct_replies", k->direct_replies },
+			{ "direct_partial", k->direct_partial },
 			{ "loop_turns", k->loop_turns },
 			{ "connections", k->curr_connections },
 		};

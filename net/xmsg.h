@@ -10,7 +10,9 @@
  * destination executes each xreq against its own shard and writes the
  * answers into the xreq (status) and into the batch's reply buffer (values),
  * then hands the batch back. The source copies the answers into each
- * connection's arena and the batch is reused.
+ * connection's arena and the batch is reused. A direct xreq's answer is
+ * the whole reply, and the destination has already sent what the client's
+ * socket took (`sent`); the source queues only the rest.
  *
  * Ownership travels with the message: between the hand-over and the hand-back
  * only the destination thread touches the batch and its xreqs; before and
@@ -98,6 +100,12 @@ struct xreq {
 	uint64_t arg, arg2;
 	bool detail;                 /* a get sent while stats detail was on:
 					the owner counts its hit */
+	/* A direct reply (see process.c): the owner composes the whole reply
+	   into the batch buffer and sends what the socket takes itself. */
+	bool direct;
+	bool with_end;               /* a read whose reply ends its line */
+	int fd;                      /* the connection's socket */
+	uint32_t sent;               /* reply bytes the owner sent */
 };
 
 struct xbatch {

@@ -131,7 +131,8 @@ def test_stats_shards_move(server_factory):
     a = c.stats("shards")
     assert set(a) == {"shard%d_%s" % (i, k) for i in range(2) for k in
                       ("items", "bytes", "evictions", "hits", "misses",
-                       "xreq_sent", "xreq_received", "loop_turns", "connections")}
+                       "xreq_sent", "xreq_received", "direct_replies",
+                       "direct_partial", "loop_turns", "connections")}
     for i in range(100):
         c.cmd("set s%d 0 0 3\r\nabc\r\n" % i)
         c.get_values("get s%d\r\n" % i)

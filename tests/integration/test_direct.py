@@ -1,0 +1,136 @@
+"""Direct replies: a single-key request for another shard, on a connection
+with nothing else queued or being sent, is answered by the key's owner on
+the client's socket itself (net/process.c). These tests check that the path
+is taken (stats shards: direct_replies, direct_partial), that what it sends
+is what the home would have sent, that a reply the socket takes only in part
+is finished by the home in order, and that a client that goes away meanwhile
+harms nobody."""
+import os
+import socket
+
+import pytest
+
+from conftest import Conn
+from test_edges import MEMCACHED, Memcached
+
+
+@pytest.fixture
+def memcached():
+    if not os.access(MEMCACHED, os.X_OK):
+        pytest.skip("no reference memcached")
+    m = Memcached()
+    yield m
+    m.stop()
+
+
+def shards_total(c, name, n):
+    st = c.stats("shards")
+    return sum(int(st["shard%d_%s" % (i, name)]) for i in range(n))
+
+
+@pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix"])
+def test_direct_single_key_ops(server_factory, memcached, unix):
+    """Every classic single-key command, one at a time on an idle
+    connection, gets memcached's reply; some of them went out directly."""
+    s = server_factory(threads=2, unix=unix)
+    c = Conn(s.connect())
+    m = Conn(memcached.connect())
+    d0 = shards_total(c, "direct_replies", 2)
+    x0 = shards_total(c, "xreq_sent", 2)
+    script = []
+    for i in range(40):
+        k = "d%d" % i
+        script += ["set %s %d 0 5\r\nval%02d\r\n" % (k, i, i),
+                   "get %s\r\n" % k, "gets %s\r\n" % k,
+                   "get %s-missing\r\n" % k,
+                   "append %s 0 0 1\r\n!\r\n" % k,
+                   "add %s 0 0 1\r\nx\r\n" % k,
+                   "replace %s-missing 0 0 1\r\nx\r\n" % k,
+                   "touch %s 100\r\n" % k, "gat 100 %s\r\n" % k,
+                   "set n%d 0 0 2\r\n10\r\n" % i, "incr n%d 5\r\n" % i,
+                   "decr n%d 100\r\n" % i, "incr %s 1\r\n" % k,
+                   "delete %s\r\n" % k, "delete %s\r\n" % k,
+                   "get %s\r\n" % k]
+    for line in script:
+        if line.startswith(("get ", "gat ")):
+            assert c.get_values(line) == m.get_values(line), line
+        elif line.startswith("gets "):
+            # cas values differ between servers; the rest must not
+            a, b = c.get_values(line), m.get_values(line)
+            assert {k: v[:2] for k, v in a.items()} == \
+                {k: v[:2] for k, v in b.items()}, line
+        else:
+            assert c.cmd(line) == m.cmd(line), line
+    d1 = shards_total(c, "direct_replies", 2)
+    x1 = shards_total(c, "xreq_sent", 2)
+    # about half the keys live on the other shard; each of their requests
+    # had the connection to itself, so all but those that arrived before
+    # the previous remote answer was back went out directly
+    assert d1 - d0 > len(script) // 8
+    assert d1 - d0 <= x1 - x0
+    c.close()
+    m.close()
+
+
+def small_window(server):
+    """A connection whose receive buffer is small, so that a large reply
+    does not fit into the socket at once."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(20)
+    sock.connect(server.addr)
+    return Conn(sock)
+
+
+def test_direct_partial_reply_finished_in_order(server_factory):
+    """A large value sent directly fills the socket; the home sends the
+    rest, and the replies to requests pipelined behind it follow it."""
+    # larger than the kernel's largest send buffer (tcp_wmem), so that no
+    # socket takes it at once
+    s = server_factory("-I", "8m", "-m", "256", threads=2)
+    c = Conn(s.connect())
+    big = {}
+    for i in range(8):
+        v = bytes([65 + i]) * (6 << 20)
+        big["big%d" % i] = v
+        assert c.cmd(b"set big%d 3 0 %d\r\n" % (i, len(v)) + v + b"\r\n") == "STORED"
+    assert c.cmd("set small 0 0 2\r\nok\r\n") == "STORED"
+    p = small_window(s)
+    partial = 0
+    for k, v in big.items():
+        # the get alone first (so it may go out directly), then more
+        # requests behind it without reading
+        p.send("get %s\r\n" % k)
+        p.send("get small\r\nset after 0 0 1\r\nz\r\nget %s\r\n" % k)
+        assert p.read_values() == {k: (3, v)}
+        assert p.read_values() == {"small": (0, b"ok")}
+        assert p.line() == "STORED"
+        assert p.read_values() == {k: (3, v)}
+        partial = shards_total(p, "direct_partial", 2)
+        if partial:
+            break
+    assert partial > 0, "no direct reply was partial"
+    p.close()
+    c.close()
+
+
+def test_direct_reply_to_a_client_gone(server_factory):
+    """Clients that ask for remote keys and close (or reset) at once: the
+    owner's send fails or goes nowhere, and the server serves on."""
+    s = server_factory(threads=2)
+    c = Conn(s.connect())
+    v = b"v" * 200000
+    for i in range(8):
+        assert c.cmd(b"set g%d 0 0 %d\r\n" % (i, len(v)) + v + b"\r\n") == "STORED"
+    for n in range(100):
+        sock = s.connect()
+        if n % 2:
+            # RST on close
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                            b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.sendall(b"get g%d\r\n" % (n % 8))
+        sock.close()
+    for i in range(8):
+        assert c.get_values("get g%d\r\n" % i) == {"g%d" % i: (0, v)}
+    assert shards_total(c, "direct_replies", 2) > 0
+    c.close()
