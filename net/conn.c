@@ -587,6 +587,12 @@ static void pop_sent(struct conn *c)
 	}
 }
 
+void conn_skip_sent(struct conn *c, size_t n)
+{
+	c->seg_sent += n;
+	pop_sent(c);
+}
+
 /* Sends the ready prefix; true if a send is now in flight. */
 static bool start_send(struct conn *c)
 {
@@ -642,7 +648,7 @@ void conn_push(struct conn *c)
 		maybe_free(c);
 		return;
 	}
-	while (!c->closing && !c->send_armed) {
+	while (!c->closing && !c->send_armed && !c->direct_out) {
 		pop_sent(c);
 		if (start_send(c))
 			return;

@@ -22,9 +22,10 @@
  * request is out (`inflight` == 0). A closed connection is freed only once
  * no submission and no cross-shard request refers to it any more (`refs`).
  * Only the home worker's thread touches a connection. The one exception
- * is its socket: the owner of a remote key may send a direct reply on fd
- * (net/process.c), while the xreq it answers holds a reference, so the fd
- * stays open; it never reads or writes this struct.
+ * is its socket: the owner of remote keys may send a direct line on fd
+ * (net/process.c) while the line's xreqs hold references, so the fd stays
+ * open; it reads the line's bytes in the output arena (not reset while
+ * xreqs are out) and never this struct.
  *
  * Bounds: the read buffer grows to fit one request at most (line_max +
  * item_max + 2), plus, with multishot receives, what the kernel delivers
@@ -85,6 +86,10 @@ struct conn {
 				       on its way */
 	bool closing;               /* no more reads; free when refs == 0 */
 	bool close_after_send;      /* quit, or a fatal protocol error */
+	bool direct_out;            /* the owner of a remote key sends the
+				       next bytes (a direct line, see
+				       net/process.c): nothing is sent here
+				       until its batch is back */
 	bool peer_eof;              /* no more input will be read: the client
 				       shut down its side, or the daemon is
 				       draining; close once all is answered */
@@ -168,6 +173,9 @@ struct conn_seg *conn_emit_pending(struct conn *c);
    segment then carries a SERVER_ERROR line instead, or nothing). */
 int conn_fill(struct conn *c, struct conn_seg *seg, const char *p,
 	      size_t len);
+
+/* Counts n more bytes of the queue's head as sent (by a direct line). */
+void conn_skip_sent(struct conn *c, size_t n);
 
 /* Whether c stops parsing for now (its arenas past half their bound, or
    too many cross-shard requests out); a streamed read stops between keys. */

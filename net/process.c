@@ -11,16 +11,17 @@
  * flush_all) go to every shard, the home one included, and answer once the
  * last shard has.
  *
- * Direct replies: a classic single-key request for another shard whose
- * pending segment is the first of its connection's queue, with no send in
- * flight, is answered by the owner on the client's socket itself (a
- * non-blocking send from the owner's thread, before the batch goes back),
- * which takes the hand-back off the client's wait: a remote key then costs
- * two wake-ups before its answer leaves, not three. Nothing of the
- * connection can be sent before it (it is first) or after it (the segment
- * stays pending until the batch is back); what the socket did not take is
- * queued by the home as usual. The home leaves out the END such a get's
- * line would add (the owner sent it).
+ * Direct lines: a classic request line (a single op, or a read line of any
+ * number of keys) parsed whole on a connection with nothing queued and no
+ * send in flight, whose remote keys all live on one other shard, is sent by
+ * that shard's worker: after running the line's last xreq it sends the
+ * whole reply - the home's bytes for its own keys and END, read from the
+ * home's arena, interleaved with its answers - on the client's socket
+ * without blocking, before the batch goes back. That takes the hand-back
+ * off the client's wait (two wake-ups before the answer leaves, not three).
+ * The home sends nothing of the connection until the batch is back (it
+ * would be out of order), then queues what the socket did not take: both
+ * sides compose the same bytes (xreq_reply).
  */
 #include "net/process.h"
 #include "net/metaproc.h"
@@ -124,21 +125,45 @@ static struct xreq *xreq_new(struct conn *c, const struct shard_req *q,
 	return x;
 }
 
-/*
- * Whether the reply to the request whose pending segment is seg may go out
- * from the owner's thread: seg is the first of c's queue and no send of c is
- * in flight, so no byte of c can be on its way before it, and none after it
- * leaves before the batch comes back.
- */
-static bool can_direct(const struct conn *c, const struct conn_seg *seg)
+/* Whether a request parsed now is the first thing c will send: nothing is
+   queued, nor being sent. */
+static bool line_idle(const struct conn *c)
 {
-	return seg && c->seg_head == seg && !c->send_armed && !c->closing &&
-	       !c->close_after_send;
+	return !c->seg_head && !c->send_armed && !c->closing &&
+	       !c->close_after_send && !c->direct_out;
+}
+
+/*
+ * Makes the line just parsed, whose segments are all of c's queue and whose
+ * xreqs are first..last, a direct line: last carries its pieces, and c
+ * sends nothing until last's batch is back. No direct line when memory is
+ * short or the line has too many pieces; it is then answered as usual.
+ */
+static void make_line(struct conn *c, struct xreq *first, struct xreq *last)
+{
+	uint32_t n = 0;
+	for (const struct conn_seg *s = c->seg_head; s; s = s->next)
+		if (++n > XLINE_PIECES_MAX)
+			return;
+	struct xline *l = c->closing ? NULL :
+		arena_alloc(&c->arena, sizeof(*l) + n * sizeof(l->piece[0]));
+	if (!l)
+		return;
+	l->fd = c->fd;
+	l->n = n;
+	l->first = first;
+	l->ready_sent = 0;
+	n = 0;
+	for (const struct conn_seg *s = c->seg_head; s; s = s->next, n++) {
+		l->piece[n].ptr = s->pending ? NULL : s->ptr;
+		l->piece[n].len = s->pending ? 0 : s->len;
+	}
+	last->line = l;
+	c->direct_out = true;
 }
 
 static struct xreq *send_remote(struct conn *c, uint32_t dst, const struct shard_req *q,
-			enum proto_cmd cmd, bool noreply, bool with_cas,
-			bool last)
+			enum proto_cmd cmd, bool noreply, bool with_cas)
 {
 	struct conn_seg *seg = NULL;
 	if (!noreply && !(seg = conn_emit_pending(c)))
@@ -151,11 +176,6 @@ static struct xreq *send_remote(struct conn *c, uint32_t dst, const struct shard
 	}
 	x->seg = seg;
 	x->with_cas = with_cas;
-	if (last && can_direct(c, seg)) {
-		x->direct = true;
-		x->with_end = proto_is_read(cmd);
-		x->fd = c->fd;
-	}
 	worker_send_xreq(c->w, dst, x);
 	return x;
 oom:
@@ -182,7 +202,10 @@ static void do_single(struct conn *c, const struct proto_req *r)
 	if (detail_on(&w->group->detail))
 		admin_detail_single(w, r);
 	if (dst != w->id) {
-		send_remote(c, dst, &q, r->cmd, r->noreply, false, true);
+		bool idle = line_idle(c);
+		struct xreq *x = send_remote(c, dst, &q, r->cmd, r->noreply, false);
+		if (idle && x && x->seg)
+			make_line(c, x, x);
 		return;
 	}
 	struct shard_res res;
@@ -204,7 +227,11 @@ int process_read(struct conn *c, const struct proto_req *r)
 	bool gat = r->cmd == PROTO_CMD_GAT || r->cmd == PROTO_CMD_GATS;
 	bool with_cas = r->cmd == PROTO_CMD_GETS || r->cmd == PROTO_CMD_GATS;
 	uint32_t i = 0;
-	bool ended = false; /* a direct reply carries the END */
+	/* A whole line on an idle connection whose remote keys all go to one
+	   shard becomes a direct line. */
+	bool direct = !c->rd_active && !r->more && line_idle(c);
+	struct xreq *xfirst = NULL, *xlast = NULL;
+	uint32_t xdst = 0;
 	uint64_t next = r->nkeys ? shard_hash(r->keys[0].ptr, r->keys[0].len) : 0;
 	for (; i < r->nkeys; i++) {
 		if (i && conn_paused(c))
@@ -227,8 +254,13 @@ int process_read(struct conn *c, const struct proto_req *r)
 		bool detail = detail_on(&w->group->detail);
 		if (dst != w->id) {
 			struct xreq *x = send_remote(c, dst, &q, r->cmd, false,
-						     with_cas, r->nkeys == 1 && !r->more);
-			ended = x && x->with_end;
+						     with_cas);
+			if (!x || (xfirst && dst != xdst))
+				direct = false;
+			if (!xfirst)
+				xfirst = x;
+			xlast = x;
+			xdst = dst;
 			if (detail) {
 				detail_count(&w->group->detail, q.key, q.klen,
 					     DETAIL_GET, false);
@@ -255,8 +287,10 @@ int process_read(struct conn *c, const struct proto_req *r)
 			return -1;
 		}
 	}
-	if (!r->more && !ended && conn_emit_lit(c, "END\r\n") < 0)
+	if (!r->more && conn_emit_lit(c, "END\r\n") < 0)
 		conn_close(c);
+	else if (direct && xlast)
+		make_line(c, xfirst, xlast);
 	return (int)i;
 }
 
@@ -679,44 +713,75 @@ static char *batch_sink(void *ctx, const struct shard_view *v)
 }
 
 /*
- * Owner side of a direct reply: completes the reply in the batch buffer
- * (a read's END, a store's status line) and sends what the client's socket
- * takes without blocking; the rest goes back with the batch. An answer that
- * is an out-of-memory error, or that finds no room, is left to the home as
- * an ordinary remote answer (x->direct cleared): a read's is then the error
- * without END, as when a local read runs out.
+ * The bytes an xreq of a single op answers with, as the home queues them
+ * and a direct line sends them: a store's status line (composed in `line`)
+ * or out-of-memory error; a read's VALUE block in the batch buffer, nothing
+ * for a miss, or its out-of-memory error.
  */
-static void direct_reply(struct worker *w, struct xbatch *b, struct xreq *x)
+static size_t xreq_reply(const struct xbatch *b, const struct xreq *x,
+			 char line[64], const char **p)
 {
-	bool read = proto_is_read((enum proto_cmd)x->cmd);
-	bool oom = read ? x->rc == -ENOBUFS : x->rc < 0;
-	char *p = oom ? NULL : xbatch_reserve(b, 64);
-	if (!p) {
-		x->direct = false;
-		if (read)
-			x->rc = -ENOBUFS;
-		return;
+	if (!proto_is_read((enum proto_cmd)x->cmd)) {
+		if (x->rc < 0) {
+			*p = OOM_REQ;
+			return sizeof(OOM_REQ) - 1;
+		}
+		*p = line;
+		return proto_status_line(line, (enum proto_cmd)x->cmd, &x->res);
 	}
-	if (!read || x->rc != 0 || x->res.status != SHARD_HIT) {
-		x->out_off = (uint32_t)b->len;
-		x->out_len = 0;
+	if (x->rc == -ENOBUFS) {
+		*p = OOM_GET;
+		return sizeof(OOM_GET) - 1;
 	}
-	size_t n = 0;
-	if (!read) {
-		n = proto_status_line(p, (enum proto_cmd)x->cmd, &x->res);
-	} else if (x->with_end) {
-		memcpy(p, "END\r\n", 5);
-		n = 5;
+	if (x->rc == 0 && x->res.status == SHARD_HIT) {
+		*p = b->buf + x->out_off;
+		return x->out_len;
 	}
-	b->len += n;
-	x->out_len += (uint32_t)n;
-	ssize_t k = send(x->fd, b->buf + x->out_off, x->out_len,
-			 MSG_DONTWAIT | MSG_NOSIGNAL);
-	x->sent = k > 0 ? (uint32_t)k : 0;
-	w->counters.bytes_written += x->sent;
+	*p = NULL;
+	return 0;
+}
+
+/*
+ * Owner side of a direct line, once its last xreq has run: sends the
+ * line's pieces on the client's socket, without blocking, and notes how
+ * much of each the socket took (xreq->sent, line->ready_sent).
+ */
+static void send_line(struct worker *w, const struct xbatch *b,
+		      struct xline *l)
+{
+	struct iovec iov[XLINE_PIECES_MAX];
+	char line[64]; /* a line with a store has that one piece only */
+	size_t total = 0;
+	const struct xreq *q = l->first;
+	for (uint32_t i = 0; i < l->n; i++) {
+		const char *p = l->piece[i].ptr;
+		size_t n = l->piece[i].len;
+		if (!p) {
+			n = xreq_reply(b, q, line, &p);
+			q = q->next;
+		}
+		iov[i].iov_base = (void *)p;
+		iov[i].iov_len = n;
+		total += n;
+	}
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = l->n };
+	ssize_t k = sendmsg(l->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+	size_t left = k > 0 ? (size_t)k : 0;
+	w->counters.bytes_written += left;
 	w->counters.direct_replies++;
-	if (x->sent < x->out_len)
+	if (left < total)
 		w->counters.direct_partial++;
+	struct xreq *x = l->first;
+	for (uint32_t i = 0; i < l->n; i++) {
+		size_t take = iov[i].iov_len < left ? iov[i].iov_len : left;
+		left -= take;
+		if (l->piece[i].ptr) {
+			l->ready_sent += take;
+		} else {
+			x->sent = (uint32_t)take;
+			x = x->next;
+		}
+	}
 }
 
 void process_execute(struct worker *w, struct xbatch *b)
@@ -752,8 +817,8 @@ void process_execute(struct worker *w, struct xbatch *b)
 			x->out_off = (uint32_t)s.start;
 			x->out_len = (uint32_t)(b->len - s.start);
 		}
-		if (x->direct)
-			direct_reply(w, b, x);
+		if (x->line)
+			send_line(w, b, x->line);
 	}
 }
 
@@ -791,25 +856,14 @@ static void complete_one(struct conn *c, struct xbatch *b, struct xreq *x)
 	}
 	if (!x->seg || c->closing)
 		return;
-	if (x->direct) {
-		conn_fill(c, x->seg, b->buf + x->out_off + x->sent,
-			  x->out_len - x->sent);
-		return;
-	}
-	if (!proto_is_read((enum proto_cmd)x->cmd)) {
-		char line[64];
-		size_t n = x->rc < 0 ? 0 : proto_status_line(line, (enum proto_cmd)x->cmd, &x->res);
-		if (x->rc < 0)
-			conn_fill(c, x->seg, OOM_REQ, sizeof(OOM_REQ) - 1);
-		else
-			conn_fill(c, x->seg, line, n);
-	} else if (x->rc == -ENOBUFS) {
-		conn_fill(c, x->seg, OOM_GET, sizeof(OOM_GET) - 1);
-	} else if (x->rc == 0 && x->res.status == SHARD_HIT) {
-		conn_fill(c, x->seg, b->buf + x->out_off, x->out_len);
-	} else {
-		conn_fill(c, x->seg, NULL, 0);
-	}
+	/* What a direct line sent of it is not queued again; if the rest
+	   does not fit, the client has part of an answer: it is closed. */
+	char line[64];
+	const char *p;
+	size_t n = xreq_reply(b, x, line, &p);
+	if (conn_fill(c, x->seg, n ? p + x->sent : NULL, n - x->sent) < 0 &&
+	    x->sent)
+		conn_close(c);
 }
 
 void process_complete(struct worker *w, struct xbatch *b)
@@ -822,6 +876,11 @@ void process_complete(struct worker *w, struct xbatch *b)
 		struct conn *c = x->conn;
 		worker_lat_remote(w, x->lat_fam, x->lat_start, &now);
 		complete_one(c, b, x);
+		if (x->line) {
+			c->direct_out = false;
+			if (!c->closing)
+				conn_skip_sent(c, x->line->ready_sent);
+		}
 		c->inflight--;
 		if (!c->closing)
 			worker_mark_dirty(w, c);

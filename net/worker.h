@@ -71,10 +71,10 @@ struct worker_counters {
 	/* stats shards */
 	uint64_t xreq_sent;          /* requests handed to other shards */
 	uint64_t xreq_recv;          /* requests executed for other workers */
-	uint64_t direct_replies;     /* of those, replies this worker sent on
-					the client's socket itself */
-	uint64_t direct_partial;     /* ... of which the socket took only a
-					part (the home sent the rest) */
+	uint64_t direct_replies;     /* direct lines this worker sent on the
+					client's socket (net/process.c) */
+	uint64_t direct_partial;     /* ... that the socket took only in part
+					(the home sent the rest) */
 	uint64_t loop_turns;         /* passes of the loop */
 };
 

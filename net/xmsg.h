@@ -10,9 +10,9 @@
  * destination executes each xreq against its own shard and writes the
  * answers into the xreq (status) and into the batch's reply buffer (values),
  * then hands the batch back. The source copies the answers into each
- * connection's arena and the batch is reused. A direct xreq's answer is
- * the whole reply, and the destination has already sent what the client's
- * socket took (`sent`); the source queues only the rest.
+ * connection's arena and the batch is reused. For a direct line (struct
+ * xline) the destination has already sent what the client's socket took;
+ * the source queues only the rest.
  *
  * Ownership travels with the message: between the hand-over and the hand-back
  * only the destination thread touches the batch and its xreqs; before and
@@ -100,12 +100,32 @@ struct xreq {
 	uint64_t arg, arg2;
 	bool detail;                 /* a get sent while stats detail was on:
 					the owner counts its hit */
-	/* A direct reply (see process.c): the owner composes the whole reply
-	   into the batch buffer and sends what the socket takes itself. */
-	bool direct;
-	bool with_end;               /* a read whose reply ends its line */
-	int fd;                      /* the connection's socket */
-	uint32_t sent;               /* reply bytes the owner sent */
+	/* Direct replies (see process.c). */
+	struct xline *line;          /* set on the last xreq of a direct line */
+	uint32_t sent;               /* bytes of this xreq's answer the owner
+					sent (written by the destination) */
+};
+
+/*
+ * A direct line: the reply of one request line, all of whose remote keys
+ * went to one destination, as pieces in reply order - the home's own bytes
+ * (ptr into its connection's output arena, which is not reset while the
+ * line's xreqs are out) or, ptr NULL, the answer of the line's next xreq.
+ * In the home connection's arena; the destination reads it and writes
+ * ready_sent.
+ */
+#define XLINE_PIECES_MAX 130
+struct xpiece {
+	const char *ptr;
+	uint32_t len;
+};
+struct xline {
+	int fd;                      /* the client's socket */
+	uint32_t n;
+	struct xreq *first;          /* the line's first xreq; the others
+					follow it in the same batch */
+	size_t ready_sent;           /* bytes of the home's pieces sent */
+	struct xpiece piece[];
 };
 
 struct xbatch {

@@ -1,6 +1,7 @@
-"""Direct replies: a single-key request for another shard, on a connection
-with nothing else queued or being sent, is answered by the key's owner on
-the client's socket itself (net/process.c). These tests check that the path
+"""Direct replies: a request line whose remote keys all live on one other
+shard, on a connection with nothing else queued or being sent, is answered
+by that shard's worker on the client's socket itself, the home's own keys'
+bytes included (net/process.c). These tests check that the path
 is taken (stats shards: direct_replies, direct_partial), that what it sends
 is what the home would have sent, that a reply the socket takes only in part
 is finished by the home in order, and that a client that goes away meanwhile
@@ -21,6 +22,23 @@ def memcached():
     m = Memcached()
     yield m
     m.stop()
+
+
+def values_in_order(c, line=None):
+    """Sends a get-like line (if given) and reads one reply: its VALUE
+    blocks as a list, in reply order."""
+    if line:
+        c.send(line)
+    out = []
+    while True:
+        head = c.line()
+        if head == "END":
+            return out
+        parts = head.split()
+        assert parts[0] == "VALUE", head
+        data = c.exact(int(parts[3]) + 2)
+        assert data[-2:] == b"\r\n"
+        out.append((parts[1], int(parts[2]), data[:-2]) + tuple(parts[4:]))
 
 
 def shards_total(c, name, n):
@@ -72,6 +90,36 @@ def test_direct_single_key_ops(server_factory, memcached, unix):
     m.close()
 
 
+def test_direct_multi_get_lines(server_factory, memcached):
+    """Multi-gets of keys on both shards, hits and misses, one line at a
+    time: memcached's replies, in order; most lines went out directly. Lines
+    with more pieces than a direct line holds, or more remote keys than a
+    connection has out at once, are answered as usual."""
+    s = server_factory(threads=2)
+    c = Conn(s.connect())
+    m = Conn(memcached.connect())
+    for i in range(300):
+        line = "set m%d %d 0 %d\r\n%s\r\n" % (i, i, 3 + i % 50, "v" * (3 + i % 50))
+        assert c.cmd(line) == m.cmd(line) == "STORED"
+    d0 = shards_total(c, "direct_replies", 2)
+    lines = 0
+    for n in (2, 3, 10, 40, 100, 300):
+        for start in range(0, 300, 37):
+            keys = ["m%d" % ((start + 7 * j) % 300) if j % 4 else "none%d" % j
+                    for j in range(n)]
+            for cmd in ("get", "gets", "gat 0"):
+                line = "%s %s\r\n" % (cmd, " ".join(keys))
+                a, b = values_in_order(c, line), values_in_order(m, line)
+                if cmd == "gets":
+                    a, b = [v[:3] for v in a], [v[:3] for v in b]
+                assert a == b, line[:80]
+                lines += 1
+    d1 = shards_total(c, "direct_replies", 2)
+    assert d1 - d0 > lines // 4
+    c.close()
+    m.close()
+
+
 def small_window(server):
     """A connection whose receive buffer is small, so that a large reply
     does not fit into the socket at once."""
@@ -110,6 +158,18 @@ def test_direct_partial_reply_finished_in_order(server_factory):
         if partial:
             break
     assert partial > 0, "no direct reply was partial"
+    # lines that mix the big values of both shards: a partial piece may be
+    # the home's own or the owner's
+    keys = list(big)
+    before = partial
+    for i in range(0, len(keys) - 1):
+        p.send("get %s small %s\r\n" % (keys[i], keys[i + 1]))
+        p.send("get small\r\n")
+        assert values_in_order(p) == [
+            (keys[i], 3, big[keys[i]]), ("small", 0, b"ok"),
+            (keys[i + 1], 3, big[keys[i + 1]])]
+        assert p.read_values() == {"small": (0, b"ok")}
+    assert shards_total(p, "direct_partial", 2) > before
     p.close()
     c.close()
 
