@@ -206,7 +206,12 @@ class Conn:
 
     def read_values(self):
         """Reads one get reply (VALUE blocks up to END) without sending."""
-        out = {}
+        return {b[0]: b[1:] for b in self.read_blocks()}
+
+    def read_blocks(self):
+        """Reads one get reply: its VALUE blocks as (key, flags, data[,
+        cas]) tuples, in reply order."""
+        out = []
         while True:
             line = self.line()
             if line == "END":
@@ -217,7 +222,7 @@ class Conn:
             data = self.exact(n + 2)
             assert data[-2:] == b"\r\n"
             rest = tuple(int(p) for p in parts[4:])
-            out[parts[1]] = (int(parts[2]), data[:-2]) + rest
+            out.append((parts[1], int(parts[2]), data[:-2]) + rest)
 
     def stats(self, sub=""):
         self.send("stats %s\r\n" % sub if sub else "stats\r\n")

@@ -24,23 +24,6 @@ def memcached():
     m.stop()
 
 
-def values_in_order(c, line=None):
-    """Sends a get-like line (if given) and reads one reply: its VALUE
-    blocks as a list, in reply order."""
-    if line:
-        c.send(line)
-    out = []
-    while True:
-        head = c.line()
-        if head == "END":
-            return out
-        parts = head.split()
-        assert parts[0] == "VALUE", head
-        data = c.exact(int(parts[3]) + 2)
-        assert data[-2:] == b"\r\n"
-        out.append((parts[1], int(parts[2]), data[:-2]) + tuple(parts[4:]))
-
-
 def shards_total(c, name, n):
     st = c.stats("shards")
     return sum(int(st["shard%d_%s" % (i, name)]) for i in range(n))
@@ -109,7 +92,9 @@ def test_direct_multi_get_lines(server_factory, memcached):
                     for j in range(n)]
             for cmd in ("get", "gets", "gat 0"):
                 line = "%s %s\r\n" % (cmd, " ".join(keys))
-                a, b = values_in_order(c, line), values_in_order(m, line)
+                c.send(line)
+                m.send(line)
+                a, b = c.read_blocks(), m.read_blocks()
                 if cmd == "gets":
                     a, b = [v[:3] for v in a], [v[:3] for v in b]
                 assert a == b, line[:80]
@@ -165,7 +150,7 @@ def test_direct_partial_reply_finished_in_order(server_factory):
     for i in range(0, len(keys) - 1):
         p.send("get %s small %s\r\n" % (keys[i], keys[i + 1]))
         p.send("get small\r\n")
-        assert values_in_order(p) == [
+        assert p.read_blocks() == [
             (keys[i], 3, big[keys[i]]), ("small", 0, b"ok"),
             (keys[i + 1], 3, big[keys[i + 1]])]
         assert p.read_values() == {"small": (0, b"ok")}
