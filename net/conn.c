@@ -587,9 +587,12 @@ static void pop_sent(struct conn *c)
 	}
 }
 
-void conn_skip_sent(struct conn *c, size_t n)
+void conn_direct_done(struct conn *c, size_t sent)
 {
-	c->seg_sent += n;
+	c->direct_out = false;
+	if (c->closing)
+		return;
+	c->seg_sent += sent;
 	pop_sent(c);
 }
 

@@ -174,8 +174,9 @@ struct conn_seg *conn_emit_pending(struct conn *c);
 int conn_fill(struct conn *c, struct conn_seg *seg, const char *p,
 	      size_t len);
 
-/* Counts n more bytes of the queue's head as sent (by a direct line). */
-void conn_skip_sent(struct conn *c, size_t n);
+/* A direct line of c is back: its owner sent `sent` bytes of the queue's
+   head, and c sends again. */
+void conn_direct_done(struct conn *c, size_t sent);
 
 /* Whether c stops parsing for now (its arenas past half their bound, or
    too many cross-shard requests out); a streamed read stops between keys. */

@@ -772,6 +772,9 @@ static void send_line(struct worker *w, const struct xbatch *b,
 	if (left < total)
 		w->counters.direct_partial++;
 	struct xreq *x = l->first;
+	bool all = left == total;
+	/* the client's answer is complete now, not when the batch is back */
+	uint64_t done = all ? lat_clock_us() : 0;
 	for (uint32_t i = 0; i < l->n; i++) {
 		size_t take = iov[i].iov_len < left ? iov[i].iov_len : left;
 		left -= take;
@@ -779,6 +782,7 @@ static void send_line(struct worker *w, const struct xbatch *b,
 			l->ready_sent += take;
 		} else {
 			x->sent = (uint32_t)take;
+			x->done_us = done;
 			x = x->next;
 		}
 	}
@@ -874,13 +878,11 @@ void process_complete(struct worker *w, struct xbatch *b)
 		/* The xreq lives in c's arena, which conn_unref may free. */
 		struct xreq *next = x->next;
 		struct conn *c = x->conn;
-		worker_lat_remote(w, x->lat_fam, x->lat_start, &now);
+		uint64_t done = x->done_us;
+		worker_lat_remote(w, x->lat_fam, x->lat_start, done ? &done : &now);
 		complete_one(c, b, x);
-		if (x->line) {
-			c->direct_out = false;
-			if (!c->closing)
-				conn_skip_sent(c, x->line->ready_sent);
-		}
+		if (x->line)
+			conn_direct_done(c, x->line->ready_sent);
 		c->inflight--;
 		if (!c->closing)
 			worker_mark_dirty(w, c);

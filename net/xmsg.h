@@ -104,6 +104,8 @@ struct xreq {
 	struct xline *line;          /* set on the last xreq of a direct line */
 	uint32_t sent;               /* bytes of this xreq's answer the owner
 					sent (written by the destination) */
+	uint64_t done_us;            /* when its direct line went out whole
+					(latency clock), or 0 */
 };
 
 /*
