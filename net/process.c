@@ -165,16 +165,19 @@ static void make_line(struct conn *c, struct xreq *first, struct xreq *last)
 static struct xreq *send_remote(struct conn *c, uint32_t dst, const struct shard_req *q,
 			enum proto_cmd cmd, bool noreply, bool with_cas)
 {
-	struct conn_seg *seg = NULL;
-	if (!noreply && !(seg = conn_emit_pending(c)))
+	/* A noreply request keeps its place too, with an empty answer: a
+	   later reply of the connection then leaves only once it has run,
+	   as with memcached, which runs a connection's requests in order. */
+	struct conn_seg *seg = conn_emit_pending(c);
+	if (!seg)
 		goto oom;
 	struct xreq *x = xreq_new(c, q, cmd, XREQ_OP);
 	if (!x) {
-		if (seg)
-			conn_fill(c, seg, OOM_REQ, sizeof(OOM_REQ) - 1);
+		conn_fill(c, seg, OOM_REQ, noreply ? 0 : sizeof(OOM_REQ) - 1);
 		return NULL;
 	}
 	x->seg = seg;
+	x->noreply = noreply;
 	x->with_cas = with_cas;
 	worker_send_xreq(c->w, dst, x);
 	return x;
@@ -204,7 +207,7 @@ static void do_single(struct conn *c, const struct proto_req *r)
 	if (dst != w->id) {
 		bool idle = line_idle(c);
 		struct xreq *x = send_remote(c, dst, &q, r->cmd, r->noreply, false);
-		if (idle && x && x->seg)
+		if (idle && x && !r->noreply)
 			make_line(c, x, x);
 		return;
 	}
@@ -860,6 +863,10 @@ static void complete_one(struct conn *c, struct xbatch *b, struct xreq *x)
 	}
 	if (!x->seg || c->closing)
 		return;
+	if (x->noreply) {
+		conn_fill(c, x->seg, NULL, 0);
+		return;
+	}
 	/* What a direct line sent of it is not queued again; if the rest
 	   does not fit, the client has part of an answer: it is closed. */
 	char line[64];

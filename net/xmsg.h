@@ -79,11 +79,13 @@ struct xgather {
 struct xreq {
 	struct xreq *next;
 	struct conn *conn;           /* source side only */
-	struct conn_seg *seg;        /* where the reply goes; NULL: noreply */
+	struct conn_seg *seg;        /* where the reply goes (empty for a
+					noreply op); NULL: a noreply fan-out */
 	struct xgather *gather;      /* fan-out only */
 	uint8_t kind;                /* enum xreq_kind */
 	uint8_t cmd;                 /* enum proto_cmd */
 	bool with_cas;               /* gets/gats */
+	bool noreply;                /* its segment stays empty */
 	uint8_t lat_fam;             /* enum lat_family, LAT_NONE: unmeasured */
 	uint64_t lat_start;          /* when it was parsed (us, home clock) */
 	struct shard_req req;        /* key, value: copies in the arena */

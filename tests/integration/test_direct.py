@@ -179,3 +179,22 @@ def test_direct_reply_to_a_client_gone(server_factory):
         assert c.get_values("get g%d\r\n" % i) == {"g%d" % i: (0, v)}
     assert shards_total(c, "direct_replies", 2) > 0
     c.close()
+
+
+def test_reply_after_noreply_orders_them(server_factory):
+    """A reply leaves only after the connection's earlier noreply requests
+    have run, on whichever shard (memcached runs a connection's requests in
+    order): once `version` is answered, another connection sees every
+    noreply delete and set before it."""
+    s = server_factory(threads=4)
+    a = Conn(s.connect())
+    b = Conn(s.connect())
+    for r in range(40):
+        keys = ["o%d_%d" % (r, i) for i in range(30)]
+        a.send("".join("set %s 0 0 1 noreply\r\nx\r\n" % k for k in keys))
+        a.send("".join("delete %s noreply\r\n" % k for k in keys[::2]))
+        assert a.cmd("version\r\n").startswith("VERSION ")
+        got = b.get_values("get %s\r\n" % " ".join(keys))
+        assert sorted(got) == sorted(keys[1::2]), r
+    a.close()
+    b.close()
