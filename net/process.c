@@ -297,21 +297,29 @@ int process_read(struct conn *c, const struct proto_req *r)
 	return (int)i;
 }
 
-static void prefetch_key(struct worker *w, const char *k, size_t len)
+/* Stage one for a key: hashes it and, if it is w's, starts loading its
+   index slot and keeps the hash in h[*n] for stage two. */
+static void prefetch_key(struct worker *w, const char *k, size_t len,
+			 uint64_t *h, unsigned *n)
 {
 	if (!len || len > SHARD_KEY_MAX)
 		return;
-	uint64_t h = shard_hash(k, len);
-	if (shard_route(h, w->group->nworkers) == w->id)
-		shard_prefetch(w->shard, h);
+	uint64_t x = shard_hash(k, len);
+	if (shard_route(x, w->group->nworkers) != w->id)
+		return;
+	shard_prefetch_index(w->shard, x);
+	h[(*n)++] = x;
 }
 
 unsigned process_prefetch(struct worker *w, const char *p, size_t n,
 			  unsigned budget)
 {
 	const char *end = p + n;
-	unsigned used = 0;
+	unsigned used = 0, nh = 0;
+	uint64_t h[WORKER_PREFETCH_AHEAD];
 	const char *nl;
+	if (budget > WORKER_PREFETCH_AHEAD)
+		budget = WORKER_PREFETCH_AHEAD;
 	while (used < budget && (nl = memchr(p, '\n', (size_t)(end - p)))) {
 		used++;
 		size_t skip = nl - p > 4 && !memcmp(p, "get ", 4) ? 4 :
@@ -323,12 +331,15 @@ unsigned process_prefetch(struct worker *w, const char *p, size_t n,
 			const char *sp = memchr(k, ' ', (size_t)(e - k));
 			if (!sp)
 				sp = e;
-			prefetch_key(w, k, (size_t)(sp - k));
+			prefetch_key(w, k, (size_t)(sp - k), h, &nh);
 			used++;
 			k = sp + 1;
 		}
 		p = nl + 1;
 	}
+	/* Stage two, once every slot is on its way: the items. */
+	for (unsigned i = 0; i < nh; i++)
+		shard_prefetch(w->shard, h[i]);
 	return used;
 }
 

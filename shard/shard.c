@@ -967,6 +967,11 @@ fail_heap:
 	return NULL;
 }
 
+void shard_prefetch_index(const struct shard *s, uint64_t hash)
+{
+	table_prefetch(&s->table, hash);
+}
+
 void shard_prefetch(const struct shard *s, uint64_t hash)
 {
 	uint64_t loc = table_peek(&s->table, hash);
@@ -975,6 +980,7 @@ void shard_prefetch(const struct shard *s, uint64_t hash)
 	const char *p = s->seg.byid[table_loc_seg(loc)]->data + table_loc_off(loc);
 	__builtin_prefetch(p);
 	__builtin_prefetch(p + 64);
+	__builtin_prefetch(p + 128);
 }
 
 void shard_destroy(struct shard *s)

@@ -231,12 +231,16 @@ bool shard_rebuilding(const struct shard *s);
 
 void shard_stats(const struct shard *s, struct shard_stats *out);
 /*
- * A hint: a lookup of this hash comes soon. Reads the index (so it may wait
- * for the slot, which is 8 bytes of a small array) and starts loading the
- * first two cache lines of the item whose tag matches, without waiting for
- * them; changes nothing. Many of these before their lookups let the
- * items' cache misses overlap instead of following one another.
+ * Hints: a lookup of this hash comes soon. shard_prefetch_index() starts
+ * loading the hash's index slot and returns at once. shard_prefetch() reads
+ * the slot (it waits for it unless shard_prefetch_index() ran a while
+ * before) and starts loading the first three cache lines of the item whose
+ * tag matches, without waiting for them. Neither changes anything. Many
+ * index prefetches, then the item prefetches of the same hashes, then
+ * their lookups let the cache misses of both overlap instead of following
+ * one another.
  */
+void shard_prefetch_index(const struct shard *s, uint64_t hash);
 void shard_prefetch(const struct shard *s, uint64_t hash);
 /* stats reset: zeroes the counters that memcached's `stats reset` zeroes. */
 void shard_stats_reset(struct shard *s);

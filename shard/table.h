@@ -160,6 +160,15 @@ static inline uint64_t table_peek(const struct table *t, uint64_t hash)
 	return s ? *s & TABLE_LOC_MASK : 0;
 }
 
+/* Starts loading the cache line of hash's home slot in the current array,
+   without waiting for it: the first stage of a prefetch (table_peek, once
+   the line is there, is the second). */
+static inline void table_prefetch(const struct table *t, uint64_t hash)
+{
+	uint64_t tag = table__tag(table_entry(hash, 0));
+	__builtin_prefetch(&t->cur.slot[table__home(tag, t->cur.n)]);
+}
+
 /* Points a slot found by a lookup at a new location (the item moved). */
 static inline void table_move(uint64_t *slot, uint64_t loc)
 {
