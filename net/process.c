@@ -322,7 +322,9 @@ unsigned process_prefetch(struct worker *w, const char *p, size_t n,
 		budget = WORKER_PREFETCH_AHEAD;
 	while (used < budget && (nl = memchr(p, '\n', (size_t)(end - p)))) {
 		used++;
-		size_t skip = nl - p > 4 && !memcmp(p, "get ", 4) ? 4 :
+		/* A set looks its key (the first token) up too. */
+		bool set = nl - p > 4 && !memcmp(p, "set ", 4);
+		size_t skip = set || (nl - p > 4 && !memcmp(p, "get ", 4)) ? 4 :
 			      nl - p > 5 && !memcmp(p, "gets ", 5) ? 5 : 0;
 		/* With skip, nl - 1 is inside the line. */
 		const char *k = p + skip,
@@ -333,7 +335,7 @@ unsigned process_prefetch(struct worker *w, const char *p, size_t n,
 				sp = e;
 			prefetch_key(w, k, (size_t)(sp - k), h, &nh);
 			used++;
-			k = sp + 1;
+			k = set ? e : sp + 1;
 		}
 		p = nl + 1;
 	}

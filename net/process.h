@@ -53,7 +53,7 @@ struct xreq *process_send_text(struct conn *c, uint32_t dst,
 
 /*
  * A look ahead at bytes just received, before they are parsed: for the keys
- * of the get and gets lines among them that belong to w's shard, starts
+ * of the get, gets and set lines among them that belong to w's shard, starts
  * loading their index slots, then their items (shard_prefetch_index, then
  * shard_prefetch), so that the cache misses of a pass's gets overlap. Looks
  * at `budget` (at most WORKER_PREFETCH_AHEAD) lines and keys and returns

@@ -287,7 +287,7 @@ static void dispatch(struct worker *w, const struct io_uring_cqe *cqe)
 
 /* ---- the loop --------------------------------------------------------- */
 
-/* Keys that the gets of a receive completion ask for whose items start
+/* Keys that the gets and sets of a receive completion name whose items start
    loading (process_prefetch), `budget` at most. */
 static unsigned prefetch_cqe(struct worker *w, const struct io_uring_cqe *cqe,
 			     unsigned budget)
@@ -304,9 +304,9 @@ static unsigned prefetch_cqe(struct worker *w, const struct io_uring_cqe *cqe,
 }
 
 /*
- * Dispatches every completion there is. The gets in the completions ahead
- * start loading their items while the current one runs, about
- * WORKER_PREFETCH_AHEAD keys ahead, so that the cache misses of a pass
+ * Dispatches every completion there is. The gets and sets in the
+ * completions ahead start loading their items while the current one runs,
+ * about WORKER_PREFETCH_AHEAD keys ahead, so that the cache misses of a pass
  * overlap instead of following one another; a completion's prefetches are
  * counted off when it is dispatched. What a completion points at stays
  * valid until it is dispatched: a receive holds a reference on its

@@ -1,12 +1,13 @@
 """Gets whose bytes arrive in awkward shapes.
 
-A worker looks ahead at every receive's bytes for the keys of get/gets lines
-before it parses them (process_prefetch, dispatch_all in net/worker.c). The
-look-ahead only hints; these tests check that whatever a receive starts or
+A worker looks ahead at every receive's bytes for the keys of get/gets/set
+lines before it parses them (process_prefetch, dispatch_all in
+net/worker.c). The look-ahead only hints; these tests check that whatever a receive starts or
 ends with (a lone "\\n", a cut key, an empty line, more keys than the
 look-ahead takes), the replies are memcached's (checked against memcached
 1.6.18, except a key with a control character: memcached looks it up,
-ringcached refuses it, as the README says) and the daemon stays clean
+ringcached refuses it, as the README says; and a set refused for its key,
+whose data block memcached then runs as a command and ringcached drops) and the daemon stays clean
 (under ASan an out-of-bounds read ends it with a report, which the
 server fixture turns into a failure).
 
@@ -84,6 +85,16 @@ SHAPES = [
     ([b"get k\x01x\r\n"], [BAD]),
     # Not a get, but starting like one.
     ([b"getx k1\r\n"], ["ERROR"]),
+    # Sets, whose key the look-ahead takes too: cut before, in and after
+    # the key, without a key, and with a data block that reads like a get.
+    ([b"set k7 0 0 2\r\n", b"v7\r\nget k7\r\n"],
+     ["STORED", "VALUE k7 0 2", "v7", "END"]),
+    ([b"set k", b"8 0 0 2\r\nv8\r\n"], ["STORED"]),
+    ([b"set k8", b" 0 0 2\r\nv8\r\n"], ["STORED"]),
+    ([b"set \r\n"], ["ERROR"]),
+    ([b"set k9 0 0 9\r\nget k1 k2\r\nget k9\r\n"],
+     ["STORED", "VALUE k9 0 9", "get k1 k2", "END"]),
+    ([b"set " + b"x" * 251 + b" 0 0 1\r\nv\r\n"], [BAD]),
 ]
 
 
