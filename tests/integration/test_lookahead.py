@@ -1,15 +1,15 @@
-"""Gets whose bytes arrive in awkward shapes.
+"""Gets and sets whose bytes arrive in awkward shapes.
 
 A worker looks ahead at every receive's bytes for the keys of get/gets/set
 lines before it parses them (process_prefetch, dispatch_all in
-net/worker.c). The look-ahead only hints; these tests check that whatever a receive starts or
-ends with (a lone "\\n", a cut key, an empty line, more keys than the
-look-ahead takes), the replies are memcached's (checked against memcached
-1.6.18, except a key with a control character: memcached looks it up,
-ringcached refuses it, as the README says; and a set refused for its key,
-whose data block memcached then runs as a command and ringcached drops) and the daemon stays clean
-(under ASan an out-of-bounds read ends it with a report, which the
-server fixture turns into a failure).
+net/worker.c). The look-ahead only hints; these tests check that whatever a
+receive starts or ends with (a lone "\\n", a cut key, an empty line, more
+keys than the look-ahead takes), the replies are memcached's (checked
+against memcached 1.6.18, except a key with a control character: memcached
+looks it up, ringcached refuses it, as the README says; and a set refused
+for its key, whose data block memcached then runs as a command and
+ringcached drops) and the daemon stays clean (under ASan an out-of-bounds
+read ends it with a report, which the server fixture turns into a failure).
 
 Each piece is made to start a receive of its own: the next is sent only when
 the server's bytes_read (asked for on a second connection) shows that it has
