@@ -952,30 +952,39 @@ static void test_key_length(void)
 	}
 }
 
-/* Every control byte inside a key refuses the request; bytes >= 0x80 and
-   printable punctuation are fine. */
+/* Every control byte anywhere in a key refuses the request; bytes >= 0x80
+   and printable punctuation are fine. Keys of 3, 9 and 24 bytes put the
+   byte before, inside and across the parser's eight-byte words. */
 static void test_key_control_chars(void)
 {
+	static const size_t lens[] = { 3, 9, 24 };
 	for (size_t i = 0; i < sizeof(KEY_CMDS) / sizeof(KEY_CMDS[0]); i++) {
 		const struct key_cmd *c = &KEY_CMDS[i];
+		for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++)
+		for (size_t at = 0; at < lens[l]; at++)
 		for (int b = 0; b < 256; b++) {
 			/* '\n' ends the line and ' ' splits tokens. */
 			if (b == '\n' || b == ' ')
 				continue;
-			char key[3] = { 'x', (char)b, 'y' };
+			size_t n = lens[l];
+			char key[24];
+			memset(key, 'x', n);
+			key[at] = (char)b;
 			bool bad = b < 0x20 || b == 0x7f;
 			struct parse p;
-			parse_key_cmd(&p, c, key, 3, &LIM);
+			parse_key_cmd(&p, c, key, n, &LIM);
 			if (bad) {
 				CHECK(p.rc == PROTO_BAD &&
 					      strcmp(p.req.error, E_FORMAT) == 0 &&
 					      p.req.swallow == c->swallow,
-				      "%s byte 0x%02x: rc %d", c->fmt, b, p.rc);
+				      "%s %zu bytes, 0x%02x at %zu: rc %d", c->fmt,
+				      n, b, at, p.rc);
 			} else {
-				const struct proto_key *k = find_key(&p.req, 3);
+				const struct proto_key *k = find_key(&p.req, n);
 				CHECK(p.rc == PROTO_REQ && k &&
-					      memcmp(k->ptr, key, 3) == 0,
-				      "%s byte 0x%02x: rc %d", c->fmt, b, p.rc);
+					      memcmp(k->ptr, key, n) == 0,
+				      "%s %zu bytes, 0x%02x at %zu: rc %d", c->fmt,
+				      n, b, at, p.rc);
 			}
 			parse_free(&p);
 		}
