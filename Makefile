@@ -12,14 +12,16 @@
 BUILD    ?= build
 CC       ?= gcc
 SANFLAGS ?=
-OPT      ?= -O2
+# -flto: the small functions of one module (arena, conn_emit) inline into
+# another's request path: 5 % fewer instructions per request (callgrind).
+OPT      ?= -O2 -flto=auto
 # gcc inlines a copy or clear whose length it can bound (a uint8_t key
 # length, a struct) as `rep movs`/`rep stos`, whose start-up cost was 5 % of
 # the daemon's CPU at pipeline 16 (perf, cpu-clock); libc's calls are faster
 # for such short lengths. x86 only, hence the probe.
 STRINGOP := $(shell $(CC) -mstringop-strategy=libcall -E -x c /dev/null >/dev/null 2>&1 && echo -mstringop-strategy=libcall)
 CFLAGS   := -std=c11 -Wall -Wextra -Werror $(OPT) $(STRINGOP) -g -D_GNU_SOURCE -I. -MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
-LDFLAGS  := $(SANFLAGS)
+LDFLAGS  := $(OPT) $(SANFLAGS)
 LIBS     := -luring -lmimalloc -lxxhash -lsystemd -lpthread
 
 SHARD_SRC  := $(wildcard shard/*.c)
