@@ -103,24 +103,19 @@ static inline bool next_tok(struct line *l, struct tok *t)
 		return false;
 	}
 	const char *s = p;
-	for (;;) {
-		if (end - p >= 8) {
-			uint64_t x, m;
-			memcpy(&x, p, 8);
+	uint64_t m = 0;
+	while (!m && end - p >= 8) {
+		uint64_t x;
+		memcpy(&x, p, 8);
 #if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-			x = __builtin_bswap64(x); /* p[0] in the low byte */
+		x = __builtin_bswap64(x); /* p[0] in the low byte */
 #endif
-			if (!(m = stop_bytes(x))) {
-				p += 8;
-				continue;
-			}
-			p += __builtin_ctzll(m) / 8;
-			break;
-		}
-		while (p < end && (unsigned char)*p > 0x20 && *p != 0x7f)
-			p++;
-		break;
+		m = stop_bytes(x);
+		p += m ? __builtin_ctzll(m) / 8 : 8;
 	}
+	/* The last bytes, fewer than eight (stops at once after a find). */
+	while (p < end && (unsigned char)*p > 0x20 && *p != 0x7f)
+		p++;
 	t->ctl = p < end && *p != ' ';
 	if (t->ctl) {
 		const char *sp = memchr(p, ' ', (size_t)(end - p));
