@@ -139,7 +139,8 @@ static bool line_idle(const struct conn *c)
  * sends nothing until last's batch is back. No direct line when memory is
  * short or the line has too many pieces; it is then answered as usual.
  */
-static void make_line(struct conn *c, struct xreq *first, struct xreq *last)
+static void make_line(struct conn *c, uint32_t dst, struct xreq *first,
+		      struct xreq *last)
 {
 	uint32_t n = 0;
 	for (const struct conn_seg *s = c->seg_head; s; s = s->next)
@@ -160,6 +161,10 @@ static void make_line(struct conn *c, struct xreq *first, struct xreq *last)
 	}
 	last->line = l;
 	c->direct_out = true;
+	struct xbatch *b = c->w->out[dst].building;
+	for (const struct xreq *x = first; x != last; x = x->next)
+		b->direct++;
+	b->direct++;
 }
 
 static struct xreq *send_remote(struct conn *c, uint32_t dst, const struct shard_req *q,
@@ -208,7 +213,7 @@ static void do_single(struct conn *c, const struct proto_req *r)
 		bool idle = line_idle(c);
 		struct xreq *x = send_remote(c, dst, &q, r->cmd, r->noreply, false);
 		if (idle && x && !r->noreply)
-			make_line(c, x, x);
+			make_line(c, dst, x, x);
 		return;
 	}
 	struct shard_res res;
@@ -293,7 +298,7 @@ int process_read(struct conn *c, const struct proto_req *r)
 	if (!r->more && conn_emit_lit(c, "END\r\n") < 0)
 		conn_close(c);
 	else if (direct && xlast)
-		make_line(c, xfirst, xlast);
+		make_line(c, xdst, xfirst, xlast);
 	return (int)i;
 }
 

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,7 @@ static void flush_outboxes(struct worker *w)
 		ob->building = ob->spare;
 		ob->spare = NULL;
 		ob->in_flight = true;
+		ob->awaited = b->count > b->direct;
 		send_batch(w, b, d);
 	}
 }
@@ -435,6 +437,47 @@ static void after_pass(struct worker *w)
 #endif
 }
 
+/*
+ * Before this worker sleeps while a reply waits on a batch in flight: it
+ * gives up its CPU up to WORKER_POLL_YIELDS times, looking for completions
+ * after each, and sleeps only if none came. With more workers than CPUs the
+ * thread the kernel runs instead is often the destination, whose hand-back
+ * then needs no wake-up of a sleeping thread (on a VM, an idle vCPU's halt
+ * and the IPI that ends it); with a CPU to spare sched_yield returns at
+ * once, so the poll is a few system calls. A poll that finds nothing makes
+ * the worker skip the next 1, 2, 4 ... WORKER_POLL_BACKOFF_MAX awaited
+ * waits, so it stops polling where it does not pay and comes back to it.
+ * Direct lines are not waited for: their owner sends the reply.
+ */
+static void poll_awaited(struct worker *w)
+{
+	bool awaited = false;
+	for (uint32_t d = 0; d < w->group->nworkers && !awaited; d++)
+		awaited = w->out[d].in_flight && w->out[d].awaited;
+	if (!awaited)
+		return;
+	if (w->poll_skip) {
+		w->poll_skip--;
+		return;
+	}
+	io_uring_submit_and_get_events(&w->ring);
+	for (unsigned y = 0; !io_uring_cq_ready(&w->ring); y++) {
+		if (y == WORKER_POLL_YIELDS) {
+			w->poll_backoff = w->poll_backoff ?
+				2 * w->poll_backoff : 1;
+			if (w->poll_backoff > WORKER_POLL_BACKOFF_MAX)
+				w->poll_backoff = WORKER_POLL_BACKOFF_MAX;
+			w->poll_skip = w->poll_backoff;
+			return;
+		}
+		sched_yield();
+		w->counters.poll_yields++;
+		io_uring_get_events(&w->ring);
+	}
+	w->counters.poll_hits++;
+	w->poll_backoff = 0;
+}
+
 static void run_loop(struct worker *w)
 {
 	struct worker_group *g = w->group;
@@ -450,8 +493,12 @@ static void run_loop(struct worker *w)
 			.tv_sec = ms / 1000,
 			.tv_nsec = (long long)(ms % 1000) * 1000000,
 		};
+		poll_awaited(w);
 		struct io_uring_cqe *cqe;
-		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+		if (io_uring_cq_ready(&w->ring))
+			io_uring_submit(&w->ring);
+		else
+			io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
 		set_clock(w); /* the wait may have lasted a tick: requests see
 				 this moment, not the last pass's */
 		w->pass_us = w->now_us;

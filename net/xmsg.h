@@ -135,6 +135,8 @@ struct xline {
 struct xbatch {
 	struct xreq *head, *tail;
 	uint32_t count;
+	uint32_t direct;             /* of count, the xreqs of direct lines:
+					no reply waits for their hand-back */
 	uint32_t src, dst;
 	char *buf;                   /* reply bytes, grown by the destination */
 	size_t len, cap;
@@ -162,6 +164,7 @@ static inline void xbatch_clear(struct xbatch *b)
 {
 	b->head = b->tail = NULL;
 	b->count = 0;
+	b->direct = 0;
 	b->len = 0;
 	if (b->cap > ((size_t)1 << 20)) {
 		heap_free(b->buf);

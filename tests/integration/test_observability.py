@@ -132,7 +132,8 @@ def test_stats_shards_move(server_factory):
     assert set(a) == {"shard%d_%s" % (i, k) for i in range(2) for k in
                       ("items", "bytes", "evictions", "hits", "misses",
                        "xreq_sent", "xreq_received", "direct_replies",
-                       "direct_partial", "loop_turns", "connections")}
+                       "direct_partial", "loop_turns", "poll_yields",
+                       "poll_hits", "connections")}
     for i in range(100):
         c.cmd("set s%d 0 0 3\r\nabc\r\n" % i)
         c.get_values("get s%d\r\n" % i)
@@ -150,6 +151,36 @@ def test_stats_shards_move(server_factory):
     assert 0 <= tot(b, "xreq_received") - tot(b, "xreq_sent") <= 1
     assert all(int(b["shard%d_loop_turns" % i]) > int(a["shard%d_loop_turns" % i])
                for i in range(2))
+    c.close()
+
+
+@pytest.mark.parametrize("threads", [1, 4], ids=lambda t: "t%d" % t)
+def test_stats_shards_poll(server_factory, threads):
+    """A get whose remote keys are on several shards is not a direct line:
+    its reply waits for the batches' hand-backs, so before the home worker
+    sleeps it polls for them (a hit, or yields), at most once a loop pass
+    and WORKER_POLL_YIELDS (4) yields each time. At -t 1 nothing is ever
+    in flight."""
+    s = server_factory(threads=threads)
+    c = Conn(s.connect())
+    keys = ["poll%d" % i for i in range(40)]
+    for k in keys:
+        assert c.cmd("set %s 0 0 %d\r\n%s\r\n" % (k, len(k), k)) == "STORED"
+    tot = lambda d: sum(int(d["shard%d_poll_%s" % (i, k)])
+                        for i in range(threads) for k in ("hits", "yields"))
+    a = c.stats("shards")
+    for _ in range(20):
+        assert c.get_values("get %s\r\n" % " ".join(keys)) == {
+            k: (0, k.encode()) for k in keys}
+    b = c.stats("shards")
+    if threads == 1:
+        assert tot(b) == tot(a) == 0
+    else:
+        assert tot(b) - tot(a) >= 1
+    for i in range(threads):
+        turns = int(b["shard%d_loop_turns" % i])
+        assert int(b["shard%d_poll_hits" % i]) <= turns
+        assert int(b["shard%d_poll_yields" % i]) <= 4 * turns
     c.close()
 
 
