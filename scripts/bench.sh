@@ -55,6 +55,10 @@
 #                   they do not fight over a CPU; 0: never pin [auto]
 #   BENCH_QUICK=1   smoke test: 1 round of 1 s runs
 #   BENCH_ONLY      regex of workload names to run, e.g. 'get90-4KB|set50.*'
+#   BENCH_INSNS=0   skips the instruction pass: callgrind's instructions
+#                   per request of each server at -t 1 on get90-100B and
+#                   get90-100B-P16 (when they run), into insns.tsv
+#   BENCH_INSNS_N   requests per measured callgrind run [20000]
 #   BENCH_OUT       where the raw results go     [build/bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,6 +90,8 @@ OPEN=${BENCH_OPEN:-0.5 0.8}
 PIN=${BENCH_PIN:-auto}
 STEAL_MS=${BENCH_STEAL_MS:-40}
 TRIES=${BENCH_TRIES:-3}
+INSNS=${BENCH_INSNS:-1}
+INSNS_N=${BENCH_INSNS_N:-20000}
 PY=/usr/bin/python3
 
 die() {
@@ -197,6 +203,14 @@ cpu_ticks() {
 	echo $((${12} + ${13}))
 }
 
+# ctx_switches PID: "voluntary involuntary" context switches of all the
+# process's threads so far (/proc/PID/task/*/status; a voluntary one is a
+# sleep, so each is also a later wake-up).
+ctx_switches() {
+	awk '/^voluntary_ctxt_switches/ { v += $2 } /^nonvoluntary_ctxt_switches/ { n += $2 }
+	     END { print v + 0, n + 0 }' /proc/"$1"/task/*/status 2>/dev/null
+}
+
 # steal_ticks: the machine's steal time in clock ticks (/proc/stat's first
 # line: cpu user nice system idle iowait irq softirq steal ...).
 steal_ticks() {
@@ -205,15 +219,15 @@ steal_ticks() {
 	echo "$steal"
 }
 
-wait_ready() { # PID PORT NAME
-	for _ in $(seq 100); do
+wait_ready() { # PID PORT NAME [SECONDS]
+	for _ in $(seq $((${4:-5} * 20))); do
 		kill -0 "$1" 2>/dev/null || die "$3 exited at start-up (see its messages above)"
 		if "$PY" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$2" 2>/dev/null; then
 			return 0
 		fi
 		sleep 0.05
 	done
-	die "$3 did not listen on port $2 within 5 s"
+	die "$3 did not listen on port $2 within ${4:-5} s"
 }
 
 USER_FLAG=()
@@ -261,7 +275,7 @@ start_floors() {
 
 mkdir -p "$OUT"
 RESULTS=$OUT/results.tsv
-printf 'threads\tmode\trate\tworkload\tserver\tround\trps\tp50_us\tp99_us\tserver_cpu_s\trequests\terrors\twrong\tlg_cpu_s\tp999_us\tsteal_ms\ttries\n' >"$RESULTS"
+printf 'threads\tmode\trate\tworkload\tserver\tround\trps\tp50_us\tp99_us\tserver_cpu_s\trequests\terrors\twrong\tlg_cpu_s\tp999_us\tsteal_ms\ttries\tvcs\tivcs\n' >"$RESULTS"
 TCK=$(getconf CLK_TCK)
 
 # run_one T WORKLOAD_NAME ARGS SERVER_LABEL PID PORT ROUND [RATE FRACTION]
@@ -269,7 +283,7 @@ TCK=$(getconf CLK_TCK)
 # open@FRACTION.
 run_one() {
 	local t=$1 name=$2 args=$3 label=$4 pid=$5 port=$6 round=$7 rate=${8:-0}
-	local c0 c1 s0 s1 json rc steal try best='' best_steal=0 mode=closed rate_arg=()
+	local c0 c1 s0 s1 x0 x1 json rc steal try best='' best_steal=0 mode=closed rate_arg=()
 	if [ "$rate" != 0 ]; then
 		mode=open@$9
 		rate_arg=(--rate "$rate")
@@ -277,27 +291,30 @@ run_one() {
 	for try in $(seq "$TRIES"); do
 		rc=0
 		c0=$(cpu_ticks "$pid") || die "$label is gone"
+		x0=$(ctx_switches "$pid")
 		s0=$(steal_ticks)
 		# shellcheck disable=SC2086
 		json=$("${LG_PIN[@]}" "$LOADGEN" -s "127.0.0.1:$port" -t "$LG_THREADS" $args \
 			"${rate_arg[@]}" -D "$DURATION" --json -q) || rc=$?
 		s1=$(steal_ticks)
+		x1=$(ctx_switches "$pid")
 		c1=$(cpu_ticks "$pid") || die "$label died during $name"
 		[ $rc -le 1 ] || die "$LOADGEN failed ($rc) on $name against $label"
 		[ -n "$json" ] || die "$LOADGEN printed nothing on $name against $label"
 		steal=$(((s1 - s0) * 1000 / TCK))
 		if [ -z "$best" ] || [ "$steal" -lt "$best_steal" ]; then
 			best=$("$PY" - "$t" "$mode" "$rate" "$name" "$label" "$round" "$c0" "$c1" \
-				"$TCK" "$steal" "$try" "$json" <<'EOF'
+				"$TCK" "$steal" "$try" "$x0" "$x1" "$json" <<'EOF'
 import json, sys
-t, mode, rate, name, label, rnd, c0, c1, tck, steal, tries, raw = sys.argv[1:]
+t, mode, rate, name, label, rnd, c0, c1, tck, steal, tries, x0, x1, raw = sys.argv[1:]
 d = json.loads(raw)
 cpu = (int(c1) - int(c0)) / int(tck)
+cs = [int(b) - int(a) for a, b in zip(x0.split(), x1.split())]
 lat = d["latency_us"]["all"]
 print("\t".join(str(x) for x in (t, mode, rate, name, label, rnd, round(d["rps"], 1),
       lat["p50"], lat["p99"], round(cpu, 3), d["requests"], d["errors"],
       d["wrong_values"], round(d["cpu_user_s"] + d["cpu_sys_s"], 3), lat["p999"],
-      steal, tries)))
+      steal, tries, *cs)))
 EOF
 )
 			best_steal=$steal
@@ -384,8 +401,93 @@ for t in $THREADS; do
 	stop_servers
 done
 
+# The instruction pass (BENCH_INSNS): each server alone under
+# valgrind --tool=callgrind at -t 1 (all its threads, user space only: the
+# kernel's share is not counted), for the workloads the floor targets are
+# set on. Counters are zeroed, N requests are sent and the counters dumped;
+# then the same with 2N; (I(2N) - I(N)) / N is the cost of one request
+# without the fixed cost of a run (50 connects, the generator's start).
+INSNS_PASS_WORKLOADS='get90-100B|get90-100B-P16'
+INSNS_FILE=$OUT/insns.tsv
+rm -f "$INSNS_FILE"
+
+# callgrind_total OUT: the instruction total of callgrind's newest dump, the
+# OUT.N with the highest N.
+callgrind_total() {
+	local f n=0
+	for f in "$1".*; do
+		[ -e "$f" ] && [ "${f##*.}" -gt "$n" ] && n=${f##*.}
+	done
+	f=$1.$n
+	[ -e "$f" ] || die "callgrind wrote no dump ($1.*)"
+	awk '/^(summary|totals):/ { print $2; exit }' "$f"
+}
+
+# insns_server LABEL BIN PREFILL(0/1) [FLAGS...]: one line per workload of
+# the pass into INSNS_FILE: server, workload, instructions per request.
+insns_server() {
+	local label=$1 bin=$2 fill=$3 port pid dir w name args ir1 ir2 n i
+	shift 3
+	dir=$(mktemp -d)
+	port=$(free_port)
+	# As root, -u root: a server that changed its user no longer answers
+	# callgrind_control (vgdb), and memcached refuses root without -u. 256
+	# open files: memcached sets its limit to its -c, and valgrind refuses
+	# any limit other than the one it started with; -c 256 for all.
+	(
+		ulimit -Sn 256
+		exec valgrind -q --tool=callgrind --callgrind-out-file="$dir/cg" \
+			"$bin" -l 127.0.0.1 -p "$port" -U 0 -t 1 -m "$MEM" -c 256 ${USER_FLAG[@]:+-u "$(id -un)"} "$@"
+	) &
+	pid=$!
+	RC_PID=$pid # stopped with the others on error
+	wait_ready "$pid" "$port" "$label under callgrind" 600
+	[ "$fill" = 0 ] || warm "$port" "$label"
+	for w in "${WORKLOADS[@]}"; do
+		name=${w%%|*}
+		args=${w#*|}
+		[[ $name =~ ^(${INSNS_PASS_WORKLOADS})$ ]] || continue
+		# shellcheck disable=SC2086
+		"$LOADGEN" -s "127.0.0.1:$port" $args -n "$INSNS_N" -q >/dev/null ||
+			die "unmeasured callgrind run of $name against $label failed"
+		for i in 1 2; do
+			n=$((INSNS_N * i))
+			callgrind_control -z "$pid" >/dev/null 2>&1
+			# shellcheck disable=SC2086
+			"$LOADGEN" -s "127.0.0.1:$port" $args -n "$n" -q >/dev/null ||
+				die "callgrind run of $name against $label failed"
+			callgrind_control -d "$pid" >/dev/null 2>&1
+			printf -v "ir$i" '%s' "$(callgrind_total "$dir/cg")"
+		done
+		printf '%s\t%s\t%s\n' "$label" "$name" \
+			"$(awk -v a="$ir1" -v b="$ir2" -v n="$INSNS_N" 'BEGIN { printf "%.0f", (b - a) / n }')" \
+			>>"$INSNS_FILE"
+		echo "  callgrind $name $label: $(tail -1 "$INSNS_FILE" | cut -f3) instructions/request"
+	done
+	stop_servers
+	rm -rf "$dir"
+}
+
+if [ "$INSNS" = 0 ]; then
+	:
+elif ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null; then
+	echo "instruction pass skipped: valgrind is not installed (scripts/deps.sh installs it)"
+elif ! printf '%s\n' "${WORKLOADS[@]%%|*}" | grep -Eqx "$INSNS_PASS_WORKLOADS"; then
+	:
+else
+	echo "instructions per request (callgrind, -t 1, $INSNS_N and $((2 * INSNS_N)) requests)"
+	printf 'server\tworkload\tinsns\n' >"$INSNS_FILE"
+	insns_server ringcached "$RINGCACHED" 1
+	insns_server memcached "$MEMCACHED" 1
+	insns_server floor "$FLOOR" 0 --value-size 100
+fi
+
 echo
 status=0
-"$PY" scripts/bench_report.py "$RESULTS" || status=$?
+report=("$RESULTS")
+if [ -s "$INSNS_FILE" ]; then
+	report+=("$INSNS_FILE")
+fi
+"$PY" scripts/bench_report.py "${report[@]}" || status=$?
 echo "raw results: $RESULTS"
 exit "$status"

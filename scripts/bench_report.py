@@ -3,9 +3,12 @@
 
 Reads the tab-separated results bench.sh wrote (one line per run: threads,
 mode, rate, workload, server, round, rps, p50_us, p99_us, server_cpu_s,
-requests, errors, wrong, lg_cpu_s, p999_us, steal_ms, tries; mode is closed or
-open@FRACTION)
-and prints, for each -t value, tables of medians over the rounds, each with the ratio ringcached /
+requests, errors, wrong, lg_cpu_s, p999_us, steal_ms, tries, vcs, ivcs; mode
+is closed or open@FRACTION; vcs and ivcs are the server's voluntary and
+involuntary context switches during the run, summed over its threads from
+/proc/PID/task/*/status; older files without them are read too), and
+optionally the instruction pass's insns.tsv (server, workload, callgrind
+instructions per request at -t 1), and prints, for each -t value, tables of medians over the rounds, each with the ratio ringcached /
 memcached and, when the run had the network floor (rc-floor, server
 "floor"), its figures and the ratio ringcached / floor:
 
@@ -24,6 +27,10 @@ memcached and, when the run had the network floor (rc-floor, server
   faster server wakes for fewer requests at a time, so there the floor can
   cost more per request than a slower server; at the same offered rate the
   arrivals, and so the batches, are the same for both.
+  Under each table, context switches per request of each server, voluntary
+  (a thread went to sleep, so each is a later wake-up) and involuntary (a
+  thread was preempted), and under the last -t, when the instruction pass
+  ran, instructions per request of each server and the ratios.
 
 Then the issue's targets, each marked met or MISSED: ringcached's CPU per
 request at most 0.8x memcached's on the non-pipelined 100-byte workload;
@@ -32,9 +39,12 @@ memcached's on the multi-get workloads; open-loop p99 and p99.9 at most
 memcached's everywhere; at -t 1, ringcached's CPU per request at most 1.10x
 the floor's on the 100-byte get workloads at pipeline 1 and 16. The median keeps one disturbed round from moving a
 figure. Runs with errors or wrong values are listed under the tables and
-make the exit status 1.
+make the exit status 1. Under each MISSED target, what bounds it: the
+servers' CPU per request, their context switches per request, the steal
+of those runs and (for the floor targets) callgrind's instructions per
+request, so that a miss says whether it is work, wake-ups or the host.
 
-Usage: bench_report.py RESULTS.tsv
+Usage: bench_report.py RESULTS.tsv [INSNS.tsv]
 """
 import csv
 import statistics
@@ -52,6 +62,11 @@ FLOOR_TARGET = 1.10
 def load(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f, delimiter="\t"))
+
+
+def load_insns(path):
+    """(server, workload) -> instructions per request."""
+    return {(r["server"], r["workload"]): float(r["insns"]) for r in load(path)}
 
 
 def per_mreq(cpu_s, requests):
@@ -85,7 +100,52 @@ def cpu_per_mreq(runs):
     return statistics.median(per_mreq(r["server_cpu_s"], r["requests"]) for r in runs)
 
 
-def closed_table(workloads, targets, t):
+def switches(runs):
+    """Medians of (voluntary, involuntary) context switches per request, or
+    None for results written before bench.sh counted them."""
+    if not runs or not runs[0].get("vcs"):
+        return None
+    return tuple(statistics.median(per_mreq(r[k], r["requests"]) / 1e6 for r in runs)
+                 for k in ("vcs", "ivcs"))
+
+
+SHORT = ((A, "rc"), (B, "mc"), (C, "fl"))
+
+
+def switch_table(workloads):
+    """Context switches per request of each server, under a results table."""
+    servers = [(k, n) for k, n in SHORT if any(switches(s[k]) for s in workloads.values())]
+    if not servers:
+        return
+    head = "{:<15}" + " | {:>8} {:>8}" * len(servers)
+    print(head.format("switches/req", *[f"{n} {w}" for _, n in servers for w in ("vol", "invol")]))
+    for name, s in workloads.items():
+        cells = []
+        for k, _ in servers:
+            cells += [f"{x:.3f}" for x in switches(s[k])] if switches(s[k]) else ["-", "-"]
+        print(head.format(name, *cells))
+
+
+def bounds(s, insns=None):
+    """What bounds a missed target: per server, CPU per request, context
+    switches per request, steal, and callgrind's instructions per request
+    when insns ({server: instructions}) has them."""
+    parts = []
+    for k, n in SHORT:
+        if not s[k]:
+            continue
+        p = f"{n} {cpu_per_mreq(s[k]):.2f} us CPU/req"
+        sw = switches(s[k])
+        if sw:
+            p += f", {sw[0]:.2f} vol + {sw[1]:.2f} invol switches/req"
+        p += f", steal {med(s[k], 'steal_ms'):.0f} ms"
+        if insns and k in insns:
+            p += f", {insns[k]:.0f} instructions/req"
+        parts.append(p)
+    return "; ".join(parts)
+
+
+def closed_table(workloads, targets, t, insns):
     """The old columns, then (with a floor) floor req/s, rc/fl, floor CPU, rc/fl."""
     fl = has_floor(workloads)
     head = ("{:<15} {:>9} {:>9} {:>6} {:>10}" + (" {:>9} {:>6}" if fl else "") +
@@ -123,17 +183,21 @@ def closed_table(workloads, targets, t):
             first += [f_rps, ratio(rps[A], f_rps)]
             second += [f_cpu, ratio(cpu[A], f_cpu)]
         print(num.format(*first, *second, gen))
-        targets.append((f"-t {t} {name}: req/s ratio {r_rps:.2f} >= 1", r_rps >= 1.0))
+        why = bounds(s)
+        targets.append((f"-t {t} {name}: req/s ratio {r_rps:.2f} >= 1", r_rps >= 1.0, why))
         if name.startswith("mget"):
             r99 = ratio(p99[A], p99[B])
-            targets.append((f"-t {t} {name}: closed-loop p99 ratio {r99:.2f} <= 1", r99 <= 1.0))
+            targets.append((f"-t {t} {name}: closed-loop p99 ratio {r99:.2f} <= 1", r99 <= 1.0,
+                            why))
         if name == CPU_TARGET_WORKLOAD:
             targets.append((f"-t {t} {name}: server CPU/request ratio {r_cpu:.3f} "
-                            f"<= {CPU_TARGET}", r_cpu <= CPU_TARGET))
+                            f"<= {CPU_TARGET}", r_cpu <= CPU_TARGET, why))
         if f_cpu and t == FLOOR_TARGET_THREADS and name in FLOOR_TARGET_WORKLOADS:
             m = ratio(cpu[A], f_cpu)
+            ir = {k: v for (k, w), v in insns.items() if w == name}
             targets.append((f"-t {t} {name}: server CPU/request {m:.3f}x the floor's "
-                            f"<= {FLOOR_TARGET}", m <= FLOOR_TARGET))
+                            f"<= {FLOOR_TARGET}", m <= FLOOR_TARGET, bounds(s, ir)))
+    switch_table(workloads)
 
 
 def open_table(mode, workloads, targets, t):
@@ -172,14 +236,27 @@ def open_table(mode, workloads, targets, t):
         print(line.format(name, s[A][0]["rate"], rps[A], rps[B], *cells, *steal, *extra))
         for q, label in (("p99_us", "p99"), ("p999_us", "p99.9")):
             targets.append((f"-t {t} {name} at {frac}x: open-loop {label} ratio {r[q]:.2f} <= 1",
-                            r[q] <= 1.0))
+                            r[q] <= 1.0, bounds(s)))
+    switch_table(workloads)
+
+
+def insns_table(insns):
+    names = list(OrderedDict.fromkeys(w for _, w in insns))
+    print("instructions per request (callgrind, -t 1, user space of all the server's threads)")
+    head = "{:<15} {:>9} {:>9} {:>9} {:>6} {:>6}"
+    print(head.format("workload", "rc", "mc", "fl", "rc/mc", "rc/fl"))
+    for w in names:
+        v = [insns.get((k, w), float("nan")) for k in (A, B, C)]
+        print(head.format(w, *[f"{x:.0f}" for x in v], f"{ratio(v[0], v[1]):.2f}",
+                          f"{ratio(v[0], v[2]):.2f}"))
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
         return 2
     rows = load(sys.argv[1])
+    insns = load_insns(sys.argv[2]) if len(sys.argv) == 3 else {}
     if not rows:
         print("bench_report.py: no results", file=sys.stderr)
         return 1
@@ -190,15 +267,20 @@ def main():
         print(f"-t {t}: median of {nrounds} round(s); rc/mc = ringcached / memcached, "
               f"rc/fl = ringcached / floor (rc-floor, one thread)")
         if "closed" in modes:
-            closed_table(modes["closed"], targets, t)
+            closed_table(modes["closed"], targets, t, insns)
         for mode, workloads in modes.items():
             if mode.startswith("open"):
                 print()
                 open_table(mode, workloads, targets, t)
         print()
+    if insns:
+        insns_table(insns)
+        print()
     print("targets (reported, not asserted):")
-    for what, met in targets:
+    for what, met, why in targets:
         print(f"  {'met    ' if met else 'MISSED '} {what}")
+        if not met:
+            print(f"          bounds: {why}")
     if bad:
         print("\nruns with errors or wrong values (figures above include them):")
         for r in bad:

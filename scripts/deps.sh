@@ -31,6 +31,8 @@ declare -A probe=(
   # tests/integration/test_observability.py (promtool)
   [libmicrohttpd-dev]=/usr/include/microhttpd.h
   [prometheus]=/usr/bin/promtool
+  # make bench's instruction pass and scripts/latcost.py (callgrind)
+  [valgrind]=/usr/bin/callgrind_control
 )
 
 # A probe may be a glob; the package is there when it matches an existing file.

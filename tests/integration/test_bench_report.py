@@ -1,0 +1,107 @@
+"""scripts/bench_report.py on results written here: the medians and ratios,
+the context-switch table, the instruction table, the bounds printed under a
+missed target, results from before the switch columns, and the exit status
+on runs with errors.
+"""
+import os
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPORT = os.path.join(ROOT, "scripts", "bench_report.py")
+OLD = ("threads mode rate workload server round rps p50_us p99_us server_cpu_s requests "
+       "errors wrong lg_cpu_s p999_us steal_ms tries").split()
+NEW = OLD + ["vcs", "ivcs"]
+
+
+def row(server, workload, rps, cpu_s, vcs=None, ivcs=None, errors=0, rnd=1):
+    r = {"threads": "1", "mode": "closed", "rate": "0", "workload": workload,
+         "server": server, "round": str(rnd), "rps": str(rps), "p50_us": "40",
+         "p99_us": "100", "server_cpu_s": str(cpu_s), "requests": "100000",
+         "errors": str(errors), "wrong": "0", "lg_cpu_s": "0.3", "p999_us": "200",
+         "steal_ms": "7", "tries": "1"}
+    if vcs is not None:
+        r.update(vcs=str(vcs), ivcs=str(ivcs))
+    return r
+
+
+def write(path, cols, rows):
+    with open(path, "w") as f:
+        f.write("\t".join(cols) + "\n")
+        for r in rows:
+            f.write("\t".join(r[c] for c in cols) + "\n")
+
+
+def report(*paths):
+    p = subprocess.run(["/usr/bin/python3", REPORT, *map(str, paths)],
+                       capture_output=True, text=True, timeout=60)
+    return p.returncode, p.stdout
+
+
+def lines_after(out, head):
+    lines = out.splitlines()
+    i = next(i for i, l in enumerate(lines) if l.startswith(head))
+    return lines[i:]
+
+
+def test_switches_insns_and_bounds(tmp_path):
+    rows = []
+    for rnd in (1, 2, 3):
+        # P1: ringcached 0.40 s per 100000 requests = 4.0 us, floor 4.0: met.
+        rows += [row("ringcached", "get90-100B", 250000, 0.40, 20000, 1000, rnd=rnd),
+                 row("memcached", "get90-100B", 200000, 0.60, 90000, 500, rnd=rnd),
+                 row("floor", "get90-100B", 260000, 0.40, 100, 0, rnd=rnd)]
+        # P16: 0.06 against the floor's 0.04 = 1.5x: missed.
+        rows += [row("ringcached", "get90-100B-P16", 2000000, 0.06, 300, 40, rnd=rnd),
+                 row("memcached", "get90-100B-P16", 300000, 0.45, 6000, 600, rnd=rnd),
+                 row("floor", "get90-100B-P16", 3000000, 0.04, 100, 0, rnd=rnd)]
+    res = tmp_path / "results.tsv"
+    write(res, NEW, rows)
+    ins = tmp_path / "insns.tsv"
+    ins.write_text("server\tworkload\tinsns\n"
+                   "ringcached\tget90-100B\t2200\nmemcached\tget90-100B\t2900\n"
+                   "floor\tget90-100B\t640\nringcached\tget90-100B-P16\t1450\n"
+                   "memcached\tget90-100B-P16\t2870\nfloor\tget90-100B-P16\t390\n")
+    rc, out = report(res, ins)
+    assert rc == 0, out
+    sw = lines_after(out, "switches/req")
+    assert sw[1].split() == ["get90-100B", "|", "0.200", "0.010", "|", "0.900", "0.005",
+                             "|", "0.001", "0.000"], sw
+    assert sw[2].split()[:4] == ["get90-100B-P16", "|", "0.003", "0.000"], sw
+    ir = lines_after(out, "instructions per request")
+    assert ir[2].split() == ["get90-100B", "2200", "2900", "640", "0.76", "3.44"], ir
+    t = lines_after(out, "targets")
+    p1 = next(l for l in t if "get90-100B: server CPU/request 1.000x the floor's" in l)
+    assert p1.split()[0] == "met"
+    i = next(i for i, l in enumerate(t) if "get90-100B-P16: server CPU/request 1.500x" in l)
+    assert t[i].split()[0] == "MISSED"
+    b = t[i + 1]
+    assert b.split()[0] == "bounds:", t
+    assert "rc 0.60 us CPU/req, 0.00 vol + 0.00 invol switches/req, steal 7 ms, " \
+           "1450 instructions/req" in b, b
+    assert "fl 0.40 us CPU/req" in b and "390 instructions/req" in b, b
+    # a met target has no bounds line under it
+    j = t.index(p1)
+    assert not t[j + 1].strip().startswith("bounds:"), t
+
+
+def test_results_without_switch_columns(tmp_path):
+    res = tmp_path / "old.tsv"
+    write(res, OLD, [row("ringcached", "mget10-100B", 50000, 1.0),
+                     row("memcached", "mget10-100B", 60000, 1.2)])
+    rc, out = report(res)
+    assert rc == 0, out
+    assert "switches/req" not in out and "instructions per request" not in out
+    t = lines_after(out, "targets")
+    miss = next(i for i, l in enumerate(t) if "mget10-100B: req/s ratio 0.83 >= 1" in l)
+    assert t[miss].split()[0] == "MISSED"
+    assert t[miss + 1].split()[0] == "bounds:"
+    assert "rc 10.00 us CPU/req, steal 7 ms; mc 12.00 us CPU/req" in t[miss + 1], t
+
+
+def test_errors_make_it_fail(tmp_path):
+    res = tmp_path / "bad.tsv"
+    write(res, NEW, [row("ringcached", "get90-100B", 1, 1.0, 1, 1, errors=3),
+                     row("memcached", "get90-100B", 1, 1.0, 1, 1)])
+    rc, out = report(res)
+    assert rc == 1
+    assert "ringcached round 1: 3 errors, 0 wrong values" in out
