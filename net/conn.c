@@ -20,7 +20,8 @@
  * Output is a queue of segments over the output arena. After each loop pass
  * the worker calls conn_push() on every connection that produced output,
  * which sends the ready prefix with one send (a sendmsg when it is more
- * than one piece). When the queue is empty and no cross-shard request is
+ * than one piece); a prefix that a cross-shard answer follows waits for it
+ * while it is under CONN_HOLD_MAX bytes and CONN_IOV_MAX pieces. When the queue is empty and no cross-shard request is
  * out, both arenas are reset in one step.
  */
 #include "net/conn.h"
@@ -606,6 +607,19 @@ static bool start_send(struct conn *c)
 		skip = 0;
 	if (!s || s->pending)
 		return false;
+	/* A short ready prefix with a cross-shard answer behind it waits
+	   for that answer, so that a multi-key reply leaves in one send
+	   rather than a piece per shard: each piece costs a send here and
+	   a wake-up and a receive in the client. */
+	size_t run = s->len - skip;
+	unsigned pieces = 1;
+	const struct conn_seg *t = s->next;
+	for (; t && !t->pending && run < CONN_HOLD_MAX && pieces < CONN_IOV_MAX; t = t->next) {
+		run += t->len;
+		pieces++;
+	}
+	if (t && t->pending && run < CONN_HOLD_MAX && pieces < CONN_IOV_MAX)
+		return false;
 	struct conn_seg *more = s->next;
 	while (more && !more->pending && !more->len)
 		more = more->next;
@@ -637,6 +651,7 @@ static bool start_send(struct conn *c)
 		io_uring_prep_sendmsg(sqe, c->fd, &v->msg, MSG_NOSIGNAL);
 	}
 	io_uring_sqe_set_data64(sqe, ud_pack(c, UD_SEND));
+	c->w->counters.sends++;
 	c->send_armed = true;
 	c->send_ms = c->w->now_ms;
 	c->refs++;

@@ -68,6 +68,9 @@ struct conn_seg {
 };
 
 #define CONN_IOV_MAX 64
+/* A ready prefix that a cross-shard answer follows waits for it while it
+   is shorter than this and fewer than CONN_IOV_MAX pieces (see conn.c). */
+#define CONN_HOLD_MAX (16 * 1024)
 /* A send stuck this long makes its connection a slow reader. */
 #define CONN_SLOW_MS 1000
 /* Most cross-shard requests one connection has out before it stops

@@ -55,7 +55,7 @@ void observe_latency_done(struct conn *c, struct xgather *g)
 void observe_shards_done(struct conn *c, struct xgather *g)
 {
 	uint32_t n = c->w->group->nworkers;
-	char *p = room(c, g, (size_t)n * 13 * 64 + 8);
+	char *p = room(c, g, (size_t)n * 14 * 64 + 8);
 	if (!p)
 		return;
 	size_t o = 0;
@@ -73,6 +73,7 @@ void observe_shards_done(struct conn *c, struct xgather *g)
 			{ "direct_replies", k->direct_replies },
 			{ "direct_partial", k->direct_partial },
 			{ "loop_turns", k->loop_turns },
+			{ "sends", k->sends },
 			{ "poll_yields", k->poll_yields },
 			{ "poll_hits", k->poll_hits },
 			{ "connections", k->curr_connections },

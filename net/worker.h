@@ -64,6 +64,8 @@ struct worker_counters {
 	uint64_t conn_slow_closed;   /* slow readers closed for the budget */
 	uint64_t bytes_read;         /* received from clients */
 	uint64_t bytes_written;      /* sent to clients */
+	uint64_t sends;              /* sends to clients put on the ring
+					(net/conn.c) */
 	/* Filled from `mem` when stats asks. */
 	uint64_t conn_buffer_bytes;  /* connection memory lent now */
 	uint64_t conn_buffer_refused;/* allocations the budget refused */

@@ -198,3 +198,35 @@ def test_reply_after_noreply_orders_them(server_factory):
         assert sorted(got) == sorted(keys[1::2]), r
     a.close()
     b.close()
+
+
+def test_cross_shard_reply_one_send(server_factory):
+    """A get whose keys live on several shards leaves in one send once every
+    shard's answer is back, not a piece per shard (net/conn.c,
+    CONN_HOLD_MAX); a reply past that size streams, whole and in order."""
+    s = server_factory(threads=4)
+    c = Conn(s.connect())
+    keys = ["hold%d" % i for i in range(24)]
+    for k in keys:
+        assert c.cmd("set %s 0 0 3\r\nabc\r\n" % k) == "STORED"
+    line = "get " + " ".join(keys) + "\r\n"
+    # what one stats reply costs in sends, measured the same way
+    a = shards_total(c, "sends", 4)
+    per_stats = shards_total(c, "sends", 4) - a
+    x0 = shards_total(c, "xreq_sent", 4)
+    d0 = shards_total(c, "direct_replies", 4)
+    a = shards_total(c, "sends", 4)
+    for _ in range(10):
+        assert c.get_values(line) == {k: (0, b"abc") for k in keys}
+    sent = shards_total(c, "sends", 4) - a - per_stats
+    # the keys went to other shards, and not as a direct line
+    assert shards_total(c, "xreq_sent", 4) - x0 >= 10 * 2
+    assert shards_total(c, "direct_replies", 4) == d0
+    assert sent == 10, sent
+    # 24 values of 3000 bytes: past the hold, still every byte in order
+    big = {k: bytes([65 + i % 26]) * 3000 for i, k in enumerate(keys)}
+    for k, v in big.items():
+        assert c.cmd(b"set %s 0 0 3000\r\n%s\r\n" % (k.encode(), v)) == "STORED"
+    for _ in range(3):
+        assert c.get_values(line) == {k: (0, v) for k, v in big.items()}
+    c.close()

@@ -132,7 +132,7 @@ def test_stats_shards_move(server_factory):
     assert set(a) == {"shard%d_%s" % (i, k) for i in range(2) for k in
                       ("items", "bytes", "evictions", "hits", "misses",
                        "xreq_sent", "xreq_received", "direct_replies",
-                       "direct_partial", "loop_turns", "poll_yields",
+                       "direct_partial", "loop_turns", "sends", "poll_yields",
                        "poll_hits", "connections")}
     for i in range(100):
         c.cmd("set s%d 0 0 3\r\nabc\r\n" % i)
