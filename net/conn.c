@@ -20,8 +20,9 @@
  * Output is a queue of segments over the output arena. After each loop pass
  * the worker calls conn_push() on every connection that produced output,
  * which sends the ready prefix with one send (a sendmsg when it is more
- * than one piece); a prefix that a cross-shard answer follows waits for it
- * while it is under CONN_HOLD_MAX bytes and CONN_IOV_MAX pieces. When the queue is empty and no cross-shard request is
+ * than one piece); a prefix that is the start of one reply whose
+ * cross-shard answer follows waits for it while it is under CONN_HOLD_MAX
+ * bytes and CONN_IOV_MAX pieces. When the queue is empty and no cross-shard request is
  * out, both arenas are reset in one step.
  */
 #include "net/conn.h"
@@ -412,6 +413,9 @@ static void parse_input(struct conn *c)
 		}
 		if (c->rstart == c->rend || paused(c))
 			break;
+		/* What is queued so far ends a reply (start_send). */
+		if (!c->rd_active && c->seg_tail)
+			c->seg_tail->eor = true;
 		struct proto_req req;
 		struct meta_req meta;
 		const char *in = c->rbuf + c->rstart;
@@ -607,18 +611,23 @@ static bool start_send(struct conn *c)
 		skip = 0;
 	if (!s || s->pending)
 		return false;
-	/* A short ready prefix with a cross-shard answer behind it waits
-	   for that answer, so that a multi-key reply leaves in one send
-	   rather than a piece per shard: each piece costs a send here and
-	   a wake-up and a receive in the client. */
+	/* A short ready prefix that is the start of one reply, with a
+	   cross-shard answer of it behind, waits for that answer, so that a
+	   multi-key reply leaves in one send rather than a piece per shard:
+	   each piece costs a send here and a wake-up and a receive in the
+	   client. A prefix that ends a reply goes at once: a pipelined
+	   reply never waits for a later request's answer. */
 	size_t run = s->len - skip;
 	unsigned pieces = 1;
+	bool whole = s->eor;
 	const struct conn_seg *t = s->next;
-	for (; t && !t->pending && run < CONN_HOLD_MAX && pieces < CONN_IOV_MAX; t = t->next) {
+	for (; t && !t->pending && !whole && run < CONN_HOLD_MAX && pieces < CONN_IOV_MAX;
+	     t = t->next) {
 		run += t->len;
 		pieces++;
+		whole = t->eor;
 	}
-	if (t && t->pending && run < CONN_HOLD_MAX && pieces < CONN_IOV_MAX)
+	if (t && t->pending && !whole && run < CONN_HOLD_MAX && pieces < CONN_IOV_MAX)
 		return false;
 	struct conn_seg *more = s->next;
 	while (more && !more->pending && !more->len)

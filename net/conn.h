@@ -65,11 +65,14 @@ struct conn_seg {
 	const char *ptr;   /* into the arena; NULL while pending */
 	uint32_t len;
 	bool pending;
+	bool eor;          /* a reply ends in it (set when the next request is
+			      parsed) */
 };
 
 #define CONN_IOV_MAX 64
-/* A ready prefix that a cross-shard answer follows waits for it while it
-   is shorter than this and fewer than CONN_IOV_MAX pieces (see conn.c). */
+/* A ready prefix that holds no whole reply and that a cross-shard answer
+   follows waits for it while it is shorter than this and fewer than
+   CONN_IOV_MAX pieces (see conn.c). */
 #define CONN_HOLD_MAX (16 * 1024)
 /* A send stuck this long makes its connection a slow reader. */
 #define CONN_SLOW_MS 1000

@@ -230,3 +230,33 @@ def test_cross_shard_reply_one_send(server_factory):
     for _ in range(3):
         assert c.get_values(line) == {k: (0, v) for k, v in big.items()}
     c.close()
+
+
+def test_pipelined_reply_not_held(server_factory):
+    """A whole reply goes out at once even while a later pipelined request
+    waits on another shard: two gets in one write, the first key the home
+    shard's and the second another's, take two sends (holding the first
+    for the second would take one, and under a steady stream would hold
+    every reply until 16 KiB of them had piled up)."""
+    s = server_factory(threads=2)
+    c = Conn(s.connect())
+    x = shards_total(c, "xreq_sent", 2)
+    per_stats = shards_total(c, "xreq_sent", 2) - x  # what stats hands over
+    where = {}
+    for i in range(64):
+        k = "pl%d" % i
+        assert c.cmd("set %s 0 0 2\r\nok\r\n" % k) == "STORED"
+        x0 = shards_total(c, "xreq_sent", 2)
+        assert c.get_values("get %s\r\n" % k) == {k: (0, b"ok")}
+        where.setdefault(shards_total(c, "xreq_sent", 2) - x0 > per_stats, k)
+    assert set(where) == {False, True}, where
+    local, remote = where[False], where[True]
+    a = shards_total(c, "sends", 2)
+    per_stats = shards_total(c, "sends", 2) - a
+    for _ in range(5):
+        a = shards_total(c, "sends", 2)
+        c.send("get %s\r\nget %s\r\n" % (local, remote))
+        assert c.read_values() == {local: (0, b"ok")}
+        assert c.read_values() == {remote: (0, b"ok")}
+        assert shards_total(c, "sends", 2) - a - per_stats == 2
+    c.close()
