@@ -22,8 +22,8 @@
  * which sends the ready prefix with one send (a sendmsg when it is more
  * than one piece); a prefix that is the start of one reply whose
  * cross-shard answer follows waits for it while it is under CONN_HOLD_MAX
- * bytes and CONN_IOV_MAX pieces. When the queue is empty and no cross-shard request is
- * out, both arenas are reset in one step.
+ * bytes and CONN_IOV_MAX pieces. When the queue is empty and no
+ * cross-shard request is out, both arenas are reset in one step.
  */
 #include "net/conn.h"
 

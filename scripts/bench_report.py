@@ -122,7 +122,8 @@ def switch_table(workloads):
     for name, s in workloads.items():
         cells = []
         for k, _ in servers:
-            cells += [f"{x:.3f}" for x in switches(s[k])] if switches(s[k]) else ["-", "-"]
+            sw = switches(s[k])
+            cells += [f"{x:.3f}" for x in sw] if sw else ["-", "-"]
         print(head.format(name, *cells))
 
 
