@@ -667,6 +667,16 @@ static bool start_send(struct conn *c)
 	return true;
 }
 
+/* Whether c, waiting for a direct line's batch, needs only that: the line
+   is all it has queued, no input waits, and its receive is armed. Else its
+   worker wants the batch back before it sleeps (enum xback). */
+static bool direct_alone(const struct conn *c)
+{
+	return c->seg_tail == c->direct_tail &&
+	       c->seg_tail->len == c->direct_tail_len && c->rstart == c->rend &&
+	       c->recv_armed && !c->recv_cancelled && !c->peer_eof;
+}
+
 void conn_push(struct conn *c)
 {
 	/* Closed while it was on the dirty list: maybe_free() skipped it
@@ -703,6 +713,8 @@ void conn_push(struct conn *c)
 		arm_recv(c);
 		return;
 	}
+	if (c->direct_out && !c->closing && !direct_alone(c))
+		c->w->want_back = true;
 }
 
 void conn_on_send(struct conn *c, int res)

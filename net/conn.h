@@ -96,6 +96,8 @@ struct conn {
 				       next bytes (a direct line, see
 				       net/process.c): nothing is sent here
 				       until its batch is back */
+	struct conn_seg *direct_tail;/* the line's last segment, and its */
+	uint32_t direct_tail_len;    /* length (conn_emit may extend it) */
 	bool peer_eof;              /* no more input will be read: the client
 				       shut down its side, or the daemon is
 				       draining; close once all is answered */

@@ -76,6 +76,7 @@ void observe_shards_done(struct conn *c, struct xgather *g)
 			{ "sends", k->sends },
 			{ "poll_yields", k->poll_yields },
 			{ "poll_hits", k->poll_hits },
+			{ "parked", k->parked },
 			{ "connections", k->curr_connections },
 		};
 		for (size_t j = 0; j < sizeof(v) / sizeof(v[0]); j++)

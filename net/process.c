@@ -161,6 +161,8 @@ static void make_line(struct conn *c, uint32_t dst, struct xreq *first,
 	}
 	last->line = l;
 	c->direct_out = true;
+	c->direct_tail = c->seg_tail;
+	c->direct_tail_len = c->seg_tail->len;
 	struct xbatch *b = c->w->out[dst].building;
 	for (const struct xreq *x = first; x != last; x = x->next)
 		b->direct++;
@@ -767,7 +769,7 @@ static size_t xreq_reply(const struct xbatch *b, const struct xreq *x,
  * line's pieces on the client's socket, without blocking, and notes how
  * much of each the socket took (xreq->sent, line->ready_sent).
  */
-static void send_line(struct worker *w, const struct xbatch *b,
+static bool send_line(struct worker *w, const struct xbatch *b,
 		      struct xline *l)
 {
 	struct iovec iov[XLINE_PIECES_MAX];
@@ -807,10 +809,12 @@ static void send_line(struct worker *w, const struct xbatch *b,
 			x = x->next;
 		}
 	}
+	return all;
 }
 
-void process_execute(struct worker *w, struct xbatch *b)
+bool process_execute(struct worker *w, struct xbatch *b)
 {
+	bool quiet = b->direct == b->count;
 	/* The items of the batch's reads start loading together. */
 	for (struct xreq *x = b->head; x; x = x->next)
 		if (x->kind == XREQ_OP && proto_is_read((enum proto_cmd)x->cmd))
@@ -842,9 +846,10 @@ void process_execute(struct worker *w, struct xbatch *b)
 			x->out_off = (uint32_t)s.start;
 			x->out_len = (uint32_t)(b->len - s.start);
 		}
-		if (x->line)
-			send_line(w, b, x->line);
+		if (x->line && !send_line(w, b, x->line))
+			quiet = false;
 	}
+	return quiet;
 }
 
 /* ---- home side, when a batch returns ---------------------------------- */

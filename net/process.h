@@ -64,8 +64,10 @@ struct xreq *process_send_text(struct conn *c, uint32_t dst,
 unsigned process_prefetch(struct worker *w, const char *p, size_t n,
 			  unsigned budget);
 
-/* Destination side: runs every request of a batch against w's shard. */
-void process_execute(struct worker *w, struct xbatch *b);
+/* Destination side: runs every request of a batch against w's shard.
+   True if the batch was only direct lines, each sent whole: no client
+   waits for its hand-back. */
+bool process_execute(struct worker *w, struct xbatch *b);
 
 /* Home side: turns a returned batch's answers into reply bytes. */
 void process_complete(struct worker *w, struct xbatch *b);

@@ -133,8 +133,10 @@ static void flush_outboxes(struct worker *w)
 		struct xbatch *b = ob->building;
 		ob->building = ob->spare;
 		ob->spare = NULL;
+		ob->flying = b;
 		ob->in_flight = true;
 		ob->awaited = b->count > b->direct;
+		atomic_store_explicit(&ob->back, XBACK_FLIGHT, memory_order_relaxed);
 		send_batch(w, b, d);
 	}
 }
@@ -213,20 +215,74 @@ static void on_accept(struct worker *w, struct listener *l,
 		hand_over(w, fd, home);
 }
 
+/* Home side: batch b is back, answered. */
+static void batch_back(struct worker *w, struct xbatch *b)
+{
+	process_complete(w, b);
+	xbatch_clear(b);
+	struct worker_outbox *ob = &w->out[b->dst];
+	ob->spare = b;
+	ob->flying = NULL;
+	ob->in_flight = false;
+}
+
+/* Destination side: parks a batch that no client waits for, unless its
+   home wants it back (enum xback); false: hand it back by message. */
+static bool park(struct worker *w, struct xbatch *b)
+{
+	struct worker_outbox *ob = &w->group->workers[b->src]->out[w->id];
+	unsigned flight = XBACK_FLIGHT;
+	if (!atomic_compare_exchange_strong_explicit(&ob->back, &flight,
+			XBACK_PARKED, memory_order_release, memory_order_relaxed))
+		return false;
+	w->counters.parked++;
+	return true;
+}
+
 static void on_msg(struct worker *w, struct xbatch *b)
 {
 	xbatch_acquire(b);
 	if (b->dst == w->id) {
 		w->counters.xreq_recv += b->count;
-		process_execute(w, b);
-		send_batch(w, b, b->src);
+		if (!process_execute(w, b) || !park(w, b))
+			send_batch(w, b, b->src);
 		return;
 	}
-	process_complete(w, b);
-	xbatch_clear(b);
-	struct worker_outbox *ob = &w->out[b->dst];
-	ob->spare = b;
-	ob->in_flight = false;
+	batch_back(w, b);
+}
+
+/* Takes back the batches their destinations parked. */
+static void take_parked(struct worker *w)
+{
+	for (uint32_t d = 0; d < w->group->nworkers; d++) {
+		struct worker_outbox *ob = &w->out[d];
+		if (ob->in_flight &&
+		    atomic_load_explicit(&ob->back, memory_order_acquire) == XBACK_PARKED)
+			batch_back(w, ob->flying);
+	}
+}
+
+/*
+ * Before the loop sleeps: marks wanted every batch in flight that this
+ * worker needs back to go on - one whose destination has requests queued
+ * behind it, or any, when a connection waits on a direct line's batch or
+ * the worker is draining. True if one of them was parked meanwhile: the
+ * next pass takes it, with no sleep.
+ */
+static bool want_back(struct worker *w)
+{
+	bool any = w->want_back || w->draining, parked = false;
+	w->want_back = false;
+	for (uint32_t d = 0; d < w->group->nworkers; d++) {
+		struct worker_outbox *ob = &w->out[d];
+		if (!ob->in_flight || (!any && !ob->building->count))
+			continue;
+		unsigned flight = XBACK_FLIGHT;
+		if (!atomic_compare_exchange_strong_explicit(&ob->back, &flight,
+				XBACK_WANTED, memory_order_relaxed, memory_order_relaxed))
+			parked |= flight == XBACK_PARKED;
+	}
+	return parked;
 }
 
 static void begin_drain(struct worker *w)
@@ -413,6 +469,7 @@ static void probe_idle(struct worker *w)
 
 static void after_pass(struct worker *w)
 {
+	take_parked(w);
 	maybe_reclaim(w);
 	if (w->now_ms - w->mem_tick_ms >= 1000) {
 		w->mem_tick_ms = w->now_ms;
@@ -495,13 +552,14 @@ static void run_loop(struct worker *w)
 		};
 		poll_awaited(w);
 		struct io_uring_cqe *cqe;
-		if (io_uring_cq_ready(&w->ring))
+		if (want_back(w) || io_uring_cq_ready(&w->ring))
 			io_uring_submit(&w->ring);
 		else
 			io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
 		set_clock(w); /* the wait may have lasted a tick: requests see
 				 this moment, not the last pass's */
 		w->pass_us = w->now_us;
+		take_parked(w); /* a connection's next line may go direct */
 		dispatch_all(w);
 		after_pass(w);
 		if (!w->draining)

@@ -81,6 +81,9 @@ struct worker_counters {
 	uint64_t poll_yields;        /* sched_yield calls while an awaited
 					batch was out (worker.c) */
 	uint64_t poll_hits;          /* yield polls that found a completion */
+	uint64_t parked;             /* batches of direct lines it answered
+					and parked for their home (enum xback)
+					instead of waking it */
 };
 
 /* A shard's counters as its worker last published them, for the metrics
@@ -121,15 +124,31 @@ struct worker_group {
 	atomic_size_t mem_limit;     /* -m now: cache_memlimit changes it */
 };
 
+/*
+ * How the batch in flight comes back. A batch of direct lines that the
+ * destination sent whole holds nothing a client waits for, only the home's
+ * bookkeeping (references, arenas, latency records): the destination parks
+ * it (XBACK_FLIGHT -> XBACK_PARKED) instead of waking the home, which takes
+ * it at its next pass - at the latest tick_ms later. A home that needs it
+ * back (a request queued behind it, a connection blocked on a direct line)
+ * marks it XBACK_WANTED before it sleeps; the destination then hands it back
+ * by message, as every other batch. Written by both threads, with
+ * compare-and-swap only; the park releases the batch, the home's load of
+ * XBACK_PARKED acquires it.
+ */
+enum xback { XBACK_FLIGHT, XBACK_WANTED, XBACK_PARKED };
+
 /* One destination's mailbox in a source worker. */
 struct worker_outbox {
 	struct xbatch *building;     /* collecting requests this iteration */
 	struct xbatch *spare;        /* the other batch, when not in flight */
 	struct xbatch *own[2];       /* both batches, for freeing */
+	struct xbatch *flying;       /* the one in flight, or NULL */
 	bool in_flight;
 	bool awaited;                /* the one in flight holds answers that
 					a reply waits for (not only direct
 					lines' xreqs) */
+	atomic_uint back;            /* enum xback, while in flight */
 };
 
 /* Completions taken from the ring at a time, and how many lines and keys
@@ -172,6 +191,8 @@ struct worker {
 	struct conn *dirty;          /* connections with output to push */
 	struct proto_key *keys;      /* parser scratch, [PROTO_KEYS_CHUNK] */
 	struct worker_counters counters;
+	bool want_back;              /* this pass: a connection waits for a
+					direct line's batch (net/conn.c) */
 	bool draining;               /* stop seen: finishing what is open */
 	bool quiet;                  /* counted in group->quiet */
 	int64_t now;                 /* Unix seconds, updated every pass */

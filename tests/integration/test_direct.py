@@ -260,3 +260,44 @@ def test_pipelined_reply_not_held(server_factory):
         assert c.read_values() == {remote: (0, b"ok")}
         assert shards_total(c, "sends", 2) - a - per_stats == 2
     c.close()
+
+
+def test_direct_batch_parked(server_factory):
+    """A batch of direct lines that the owner sent whole holds nothing a
+    client waits for: the owner parks it for the home's next pass instead
+    of waking the home (stats shards _parked). A request pipelined behind a
+    direct line is different: its reply must follow the line's, so the home
+    asks for the batch before it sleeps and the owner hands it back by
+    message (nothing parked; without the ask, that reply would wait for the
+    home's next tick)."""
+    s = server_factory(threads=2)
+    c = Conn(s.connect())
+    x = shards_total(c, "xreq_sent", 2)
+    per_stats = shards_total(c, "xreq_sent", 2) - x
+    where = {}
+    for i in range(64):
+        k = "pk%d" % i
+        assert c.cmd("set %s 0 0 2\r\nok\r\n" % k) == "STORED"
+        x0 = shards_total(c, "xreq_sent", 2)
+        assert c.get_values("get %s\r\n" % k) == {k: (0, b"ok")}
+        where.setdefault(shards_total(c, "xreq_sent", 2) - x0 > per_stats, k)
+    assert set(where) == {False, True}, where
+    local, remote = where[False], where[True]
+    p0 = shards_total(c, "parked", 2)
+    for _ in range(20):
+        assert c.get_values("get %s\r\n" % remote) == {remote: (0, b"ok")}
+        assert c.cmd("touch %s 0\r\n" % remote) == "TOUCHED"
+    assert shards_total(c, "parked", 2) - p0 == 40
+    p0 = shards_total(c, "parked", 2)
+    for _ in range(20):
+        c.send("get %s\r\nget %s\r\n" % (remote, local))
+        assert c.read_values() == {remote: (0, b"ok")}
+        assert c.read_values() == {local: (0, b"ok")}
+        c.send("get %s\r\nversion\r\n" % remote)
+        assert c.read_values() == {remote: (0, b"ok")}
+        assert c.line().startswith("VERSION ")
+        c.send("touch %s 0\r\nversion\r\n" % remote)
+        assert c.line() == "TOUCHED"
+        assert c.line().startswith("VERSION ")
+    assert shards_total(c, "parked", 2) - p0 == 0
+    c.close()

@@ -133,7 +133,7 @@ def test_stats_shards_move(server_factory):
                       ("items", "bytes", "evictions", "hits", "misses",
                        "xreq_sent", "xreq_received", "direct_replies",
                        "direct_partial", "loop_turns", "sends", "poll_yields",
-                       "poll_hits", "connections")}
+                       "poll_hits", "parked", "connections")}
     for i in range(100):
         c.cmd("set s%d 0 0 3\r\nabc\r\n" % i)
         c.get_values("get s%d\r\n" % i)
