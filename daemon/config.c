@@ -75,7 +75,8 @@ static const struct flag flag_table[] = {
 	  "before its newline, default 2048), conn_buffer_max=SIZE, conn_mem_max=SIZE (all "
 	  "connections' buffers, default max(16m, -m/4)), keys_max=NUM (ignored: a get takes "
 	  "any number of keys), hashpower=NUM (ignored: the table grows by itself), metrics_port=PORT (serve "
-	  "Prometheus metrics at GET /metrics on the -l addresses; off by default)" },
+	  "Prometheus metrics at GET /metrics on the -l addresses; off by default), lend_reads=0|1 "
+	  "(a worker may serve a get from a sleeping worker's shard itself; default 1)" },
 	{ "enable-shutdown", 'A', 0, NULL, "let the shutdown command stop the daemon" },
 	{ "prefix-delimiter", 'D', 1, "CHAR", "key prefix delimiter of `stats detail` (default ':')" },
 	{ "help", 'h', 0, NULL, "print this help and exit" },
@@ -192,12 +193,18 @@ static int parse_ext_one(struct config *c, char *opt, FILE *err)
 		c->metrics_port = (int)u;
 		return 0;
 	}
+	if (!strcmp(opt, "lend_reads") && val) {
+		if (parse_u32(err, "-o lend_reads", val, 0, 1, &u) < 0)
+			return -EINVAL;
+		c->no_lend = u == 0;
+		return 0;
+	}
 #ifdef RINGCACHE_TEST_HOOKS
 	if (!strcmp(opt, "watchdog_stall") && val)
 		return parse_u32(err, "-o watchdog_stall", val, 1, 3600, &c->watchdog_stall);
 #endif
 	return bad(err, "-o", opt, "unknown or malformed option (known: line_max=, "
-		   "keys_max=, conn_buffer_max=, conn_mem_max=, hashpower=, metrics_port=)");
+		   "keys_max=, conn_buffer_max=, conn_mem_max=, hashpower=, metrics_port=, lend_reads=)");
 }
 
 static int parse_ext(struct config *c, const char *arg, FILE *err)

@@ -77,6 +77,7 @@ void observe_shards_done(struct conn *c, struct xgather *g)
 			{ "poll_yields", k->poll_yields },
 			{ "poll_hits", k->poll_hits },
 			{ "parked", k->parked },
+			{ "borrowed", k->borrowed },
 			{ "connections", k->curr_connections },
 		};
 		for (size_t j = 0; j < sizeof(v) / sizeof(v[0]); j++)

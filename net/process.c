@@ -262,7 +262,22 @@ int process_read(struct conn *c, const struct proto_req *r)
 		}
 		uint32_t dst = shard_route(q.hash, w->group->nworkers);
 		bool detail = detail_on(&w->group->detail);
-		if (dst != w->id) {
+		struct out_sink s = { .c = c, .with_cas = with_cas };
+		struct shard_res res;
+		int rc = -EAGAIN;
+		if (dst == w->id) {
+			rc = shard_exec(w->shard, &q, &res, out_sink, &s);
+		} else if (!gat) {
+			/* A sleeping owner lends its shard (worker.h). */
+			struct shard *sh = worker_borrow(w, dst);
+			if (sh) {
+				rc = shard_read_lent(sh, w->now, &q, &res,
+						     out_sink, &s);
+				worker_give_back(w, dst);
+				w->counters.borrowed += rc != -EAGAIN;
+			}
+		}
+		if (rc == -EAGAIN) {
 			struct xreq *x = send_remote(c, dst, &q, r->cmd, false,
 						     with_cas);
 			if (!x || (xfirst && dst != xdst))
@@ -279,9 +294,6 @@ int process_read(struct conn *c, const struct proto_req *r)
 			}
 			continue;
 		}
-		struct out_sink s = { .c = c, .with_cas = with_cas };
-		struct shard_res res;
-		int rc = shard_exec(w->shard, &q, &res, out_sink, &s);
 		worker_lat_local(w, LAT_GET);
 		if (detail)
 			detail_count(&w->group->detail, q.key, q.klen, DETAIL_GET,

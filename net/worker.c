@@ -141,6 +141,37 @@ static void flush_outboxes(struct worker *w)
 	}
 }
 
+/* ---- lending (enum lend) ---------------------------------------------- */
+
+struct shard *worker_borrow(struct worker *w, uint32_t dst)
+{
+	const struct worker_outbox *ob = &w->out[dst];
+	struct worker *o = w->group->workers[dst];
+	unsigned free = LEND_FREE;
+	if (ob->in_flight || ob->building->count ||
+	    atomic_load_explicit(&o->lend, memory_order_relaxed) != LEND_FREE ||
+	    !atomic_compare_exchange_strong_explicit(&o->lend, &free, LEND_OUT,
+			memory_order_acquire, memory_order_relaxed))
+		return NULL;
+	return o->shard;
+}
+
+void worker_give_back(struct worker *w, uint32_t dst)
+{
+	atomic_store_explicit(&w->group->workers[dst]->lend, LEND_FREE,
+			      memory_order_release);
+}
+
+static void take_shard_back(struct worker *w)
+{
+	unsigned free = LEND_FREE;
+	while (!atomic_compare_exchange_weak_explicit(&w->lend, &free, LEND_OWNER,
+			memory_order_acquire, memory_order_relaxed)) {
+		free = LEND_FREE;
+		sched_yield();
+	}
+}
+
 /* ---- completions ------------------------------------------------------ */
 
 /* A connection's fd becomes a connection of this worker, or is closed when
@@ -552,10 +583,17 @@ static void run_loop(struct worker *w)
 		};
 		poll_awaited(w);
 		struct io_uring_cqe *cqe;
-		if (want_back(w) || io_uring_cq_ready(&w->ring))
+		bool lend = !g->cfg->no_lend && !w->draining;
+		if (want_back(w) || io_uring_cq_ready(&w->ring)) {
 			io_uring_submit(&w->ring);
-		else
+		} else {
+			if (lend)
+				atomic_store_explicit(&w->lend, LEND_FREE,
+						      memory_order_release);
 			io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+			if (lend)
+				take_shard_back(w);
+		}
 		set_clock(w); /* the wait may have lasted a tick: requests see
 				 this moment, not the last pass's */
 		w->pass_us = w->now_us;
@@ -747,6 +785,7 @@ int worker_start_all(struct worker_group *g)
 			w->group = g;
 			w->wake_fd = -1;
 			atomic_init(&w->heartbeat, 0);
+			atomic_init(&w->lend, LEND_OWNER);
 			pthread_mutex_init(&w->pub.lock, NULL);
 			g->workers[i] = w;
 		}

@@ -81,6 +81,8 @@ struct worker_counters {
 	uint64_t poll_yields;        /* sched_yield calls while an awaited
 					batch was out (worker.c) */
 	uint64_t poll_hits;          /* yield polls that found a completion */
+	uint64_t borrowed;           /* gets it served from another worker's
+					lent shard (worker_borrow) */
 	uint64_t parked;             /* batches of direct lines it answered
 					and parked for their home (enum xback)
 					instead of waking it */
@@ -185,7 +187,8 @@ struct worker {
 	heap_t *heap;             /* connections, arenas, batches */
 	struct connmem mem;          /* lends connection buffers from heap,
 					within group->mem */
-	struct shard *shard;         /* shard `id`, owned by this thread */
+	struct shard *shard;         /* shard `id`, owned by this thread;
+					lent while it sleeps (`lend`) */
 	struct worker_outbox *out;   /* [nworkers], from heap */
 	struct conn *conns;          /* every open connection (list) */
 	struct conn *dirty;          /* connections with output to push */
@@ -207,6 +210,12 @@ struct worker {
 	struct conn *probe;          /* the next connection conn_probe() looks
 					at (NULL: from the list's head) */
 	atomic_uint_fast64_t heartbeat; /* loop passes; read by main */
+	/* Lending (enum lend): while this worker sleeps in its wait, another
+	   worker may take its shard for one get (shard_read_lent), one
+	   borrower at a time. Written by both threads, compare-and-swap
+	   only: the owner's LEND_FREE and the borrower's give-back release
+	   the shard, the taking of it acquires. */
+	atomic_uint lend;
 	uint64_t now_us;             /* monotonic us (WORKER_CLOCK), read after
 					the wait and at the end of every pass */
 	/* Latency (net/latency.h), timed with the two readings of the clock
@@ -335,5 +344,22 @@ bool worker_pub_read(struct worker *w, struct worker_pub *out);
 /* Appends a cross-shard request to the batch for its destination. */
 struct xreq;
 void worker_send_xreq(struct worker *w, uint32_t dst, struct xreq *x);
+
+/*
+ * Lending: the owner of a shard lends it while it sleeps, so that a get of
+ * one of its keys costs its home no hand-over and the owner no wake-up. The
+ * owner sets LEND_FREE just before its wait and takes the shard back
+ * (LEND_FREE -> LEND_OWNER) right after; a borrower holds it (LEND_OUT)
+ * for one shard_read_lent() call and gives it back. The owner, finding it
+ * out, yields until it is back (a get's time).
+ */
+enum lend { LEND_OWNER, LEND_FREE, LEND_OUT };
+
+/* Worker dst's shard for one get, or NULL: lending is off, dst is awake,
+   another worker has it, or this worker has requests to dst out or queued,
+   which run first (a get never overtakes its connection's earlier store).
+   Give it back with worker_give_back() before anything else. */
+struct shard *worker_borrow(struct worker *w, uint32_t dst);
+void worker_give_back(struct worker *w, uint32_t dst);
 
 #endif

@@ -231,8 +231,8 @@ void shard_set_time(struct shard *s, int64_t now)
  * flushed item found on the way is dropped and *dead says which
  * (ITEM_LIVE if none was found).
  */
-static bool lookup(struct shard *s, const struct shard_req *req,
-		   struct found *f, enum item_state *dead)
+static bool find_item(struct shard *s, const struct shard_req *req,
+		      struct found *f, enum item_state *dead, bool keep)
 {
 	*dead = ITEM_LIVE;
 	uint64_t *slot = table_find(&s->table, req->hash, match_at, req->key, req->klen);
@@ -243,9 +243,17 @@ static bool lookup(struct shard *s, const struct shard_req *req,
 	if (st == ITEM_LIVE)
 		return true;
 	*dead = st;
+	if (keep)
+		return false;
 	count_dead(s, &f->h, st);
 	shard__drop(s, f);
 	return false;
+}
+
+static bool lookup(struct shard *s, const struct shard_req *req,
+		   struct found *f, enum item_state *dead)
+{
+	return find_item(s, req, f, dead, false);
 }
 
 static void count_read_miss(struct shard *s, bool gat, enum item_state dead)
@@ -310,12 +318,15 @@ static void set_exptime(struct shard *s, const struct shard_req *req,
 
 /* get / gat. memcached counts a gat hit as a touch hit, not a get hit. */
 static int do_read(struct shard *s, const struct shard_req *req,
-		   struct shard_res *res, shard_sink_fn sink, void *ctx)
+		   struct shard_res *res, shard_sink_fn sink, void *ctx,
+		   bool lent)
 {
 	bool gat = req->op == SHARD_OP_GAT;
 	enum item_state dead;
 	struct found f;
-	if (!lookup(s, req, &f, &dead)) {
+	if (!find_item(s, req, &f, &dead, lent)) {
+		if (dead != ITEM_LIVE && lent)
+			return -EAGAIN;
 		count_read_miss(s, gat, dead);
 		res->status = SHARD_NOT_FOUND;
 		return 0;
@@ -835,7 +846,7 @@ int shard_exec(struct shard *s, const struct shard_req *req,
 	switch (req->op) {
 	case SHARD_OP_GET:
 	case SHARD_OP_GAT:
-		return sink ? do_read(s, req, res, sink, ctx) : -EINVAL;
+		return sink ? do_read(s, req, res, sink, ctx, false) : -EINVAL;
 	case SHARD_OP_SET:
 	case SHARD_OP_ADD:
 	case SHARD_OP_REPLACE:
@@ -854,6 +865,18 @@ int shard_exec(struct shard *s, const struct shard_req *req,
 		return sink ? do_mget(s, req, res, sink, ctx) : -EINVAL;
 	}
 	return -EINVAL;
+}
+
+int shard_read_lent(struct shard *s, int64_t now, const struct shard_req *req,
+		    struct shard_res *res, shard_sink_fn sink, void *ctx)
+{
+	if (req->op != SHARD_OP_GET || !sink || !req->key || req->klen == 0 ||
+	    req->klen > SHARD_KEY_MAX)
+		return -EINVAL;
+	if (now > s->now)
+		shard_set_time(s, now);
+	*res = (struct shard_res){ .status = SHARD_NOT_FOUND };
+	return do_read(s, req, res, sink, ctx, true);
 }
 
 /* ---- flush, background work -------------------------------------------- */

@@ -5,8 +5,11 @@
  * A shard is an instance owned by exactly one thread: the thread that called
  * shard_create() (in the daemon, worker i creates and owns shard i). Every
  * shard_* call on a shard must come from that thread; nothing here locks.
- * Another thread's request reaches a shard only as a message that its owner
- * executes (see net/xmsg.h).
+ * Another thread's request reaches a shard as a message that its owner
+ * executes (see net/xmsg.h), with one exception: shard_read_lent(), which
+ * another thread may call while the owner lends it the shard - exclusively,
+ * handed over with release/acquire (net/worker.h) - since it neither
+ * allocates nor frees nor moves anything.
  *
  * Ownership: the shard creates its own mimalloc heap (mi_heap_new) and every
  * byte it allocates - segments that items are appended to (seg.h), the
@@ -203,6 +206,15 @@ void shard_destroy(struct shard *s);
 /* Sets the shard's clock (Unix seconds). Time never needs to be monotonic
    for correctness, but expiry follows it. */
 void shard_set_time(struct shard *s, int64_t now);
+
+/*
+ * A get (SHARD_OP_GET) by a thread the owner lent the shard to: as
+ * shard_exec, but what would change the shard's structure (dropping a dead
+ * item it finds) is left to the owner: -EAGAIN, with nothing read or
+ * counted. Advances the shard's clock to `now` if that is later.
+ */
+int shard_read_lent(struct shard *s, int64_t now, const struct shard_req *req,
+		    struct shard_res *res, shard_sink_fn sink, void *ctx);
 
 /*
  * Executes one operation. Returns 0 with res->status set, or a negative errno:

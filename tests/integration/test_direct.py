@@ -5,7 +5,9 @@ bytes included (net/process.c). These tests check that the path
 is taken (stats shards: direct_replies, direct_partial), that what it sends
 is what the home would have sent, that a reply the socket takes only in part
 is finished by the home in order, and that a client that goes away meanwhile
-harms nobody."""
+harms nobody. Gets are lent reads when the key's owner sleeps (test_lend.py):
+these servers run with -o lend_reads=0, so that every remote get takes
+the path under test."""
 import os
 import socket
 
@@ -13,6 +15,8 @@ import pytest
 
 from conftest import Conn
 from test_edges import MEMCACHED, Memcached
+
+NO_LEND = ("-o", "lend_reads=0")
 
 
 @pytest.fixture
@@ -33,7 +37,7 @@ def shards_total(c, name, n):
 def test_direct_single_key_ops(server_factory, memcached, unix):
     """Every classic single-key command, one at a time on an idle
     connection, gets memcached's reply; some of them went out directly."""
-    s = server_factory(threads=2, unix=unix)
+    s = server_factory(*NO_LEND, threads=2, unix=unix)
     c = Conn(s.connect())
     m = Conn(memcached.connect())
     d0 = shards_total(c, "direct_replies", 2)
@@ -78,7 +82,7 @@ def test_direct_multi_get_lines(server_factory, memcached):
     time: memcached's replies, in order; most lines went out directly. Lines
     with more pieces than a direct line holds, or more remote keys than a
     connection has out at once, are answered as usual."""
-    s = server_factory(threads=2)
+    s = server_factory(*NO_LEND, threads=2)
     c = Conn(s.connect())
     m = Conn(memcached.connect())
     for i in range(300):
@@ -120,7 +124,7 @@ def test_direct_partial_reply_finished_in_order(server_factory):
     rest, and the replies to requests pipelined behind it follow it."""
     # larger than the kernel's largest send buffer (tcp_wmem), so that no
     # socket takes it at once
-    s = server_factory("-I", "8m", "-m", "256", threads=2)
+    s = server_factory("-I", "8m", "-m", "256", *NO_LEND, threads=2)
     c = Conn(s.connect())
     big = {}
     for i in range(8):
@@ -162,7 +166,7 @@ def test_direct_partial_reply_finished_in_order(server_factory):
 def test_direct_reply_to_a_client_gone(server_factory):
     """Clients that ask for remote keys and close (or reset) at once: the
     owner's send fails or goes nowhere, and the server serves on."""
-    s = server_factory(threads=2)
+    s = server_factory(*NO_LEND, threads=2)
     c = Conn(s.connect())
     v = b"v" * 200000
     for i in range(8):
@@ -186,7 +190,7 @@ def test_reply_after_noreply_orders_them(server_factory):
     have run, on whichever shard (memcached runs a connection's requests in
     order): once `version` is answered, another connection sees every
     noreply delete and set before it."""
-    s = server_factory(threads=4)
+    s = server_factory(*NO_LEND, threads=4)
     a = Conn(s.connect())
     b = Conn(s.connect())
     for r in range(40):
@@ -204,7 +208,7 @@ def test_cross_shard_reply_one_send(server_factory):
     """A get whose keys live on several shards leaves in one send once every
     shard's answer is back, not a piece per shard (net/conn.c,
     CONN_HOLD_MAX); a reply past that size streams, whole and in order."""
-    s = server_factory(threads=4)
+    s = server_factory(*NO_LEND, threads=4)
     c = Conn(s.connect())
     keys = ["hold%d" % i for i in range(24)]
     for k in keys:
@@ -238,7 +242,7 @@ def test_pipelined_reply_not_held(server_factory):
     shard's and the second another's, take two sends (holding the first
     for the second would take one, and under a steady stream would hold
     every reply until 16 KiB of them had piled up)."""
-    s = server_factory(threads=2)
+    s = server_factory(*NO_LEND, threads=2)
     c = Conn(s.connect())
     x = shards_total(c, "xreq_sent", 2)
     per_stats = shards_total(c, "xreq_sent", 2) - x  # what stats hands over
@@ -270,7 +274,7 @@ def test_direct_batch_parked(server_factory):
     asks for the batch before it sleeps and the owner hands it back by
     message (nothing parked; without the ask, that reply would wait for the
     home's next tick)."""
-    s = server_factory(threads=2)
+    s = server_factory(*NO_LEND, threads=2)
     c = Conn(s.connect())
     x = shards_total(c, "xreq_sent", 2)
     per_stats = shards_total(c, "xreq_sent", 2) - x

@@ -110,8 +110,9 @@ def test_stats_latency_within_loadgen(server_factory, threads):
 
 def test_stats_latency_pipelined_remote(server_factory):
     """A pipeline whose keys live on other shards: counted when the reply
-    comes back, once each."""
-    s = server_factory(threads=4)
+    comes back, once each (lent reads off: every remote get goes to its
+    owner)."""
+    s = server_factory("-o", "lend_reads=0", threads=4)
     c = Conn(s.connect())
     n = 400
     c.send("".join("set p%d 0 0 1 noreply\r\nx\r\n" % i for i in range(n)))
@@ -133,7 +134,7 @@ def test_stats_shards_move(server_factory):
                       ("items", "bytes", "evictions", "hits", "misses",
                        "xreq_sent", "xreq_received", "direct_replies",
                        "direct_partial", "loop_turns", "sends", "poll_yields",
-                       "poll_hits", "parked", "connections")}
+                       "poll_hits", "parked", "borrowed", "connections")}
     for i in range(100):
         c.cmd("set s%d 0 0 3\r\nabc\r\n" % i)
         c.get_values("get s%d\r\n" % i)
@@ -159,9 +160,9 @@ def test_stats_shards_poll(server_factory, threads):
     """A get whose remote keys are on several shards is not a direct line:
     its reply waits for the batches' hand-backs, so before the home worker
     sleeps it polls for them (a hit, or yields), at most once a loop pass
-    and WORKER_POLL_YIELDS (4) yields each time. At -t 1 nothing is ever
-    in flight."""
-    s = server_factory(threads=threads)
+    and WORKER_POLL_YIELDS (4) yields each time (lent reads off: a lent
+    get leaves nothing in flight). At -t 1 nothing is ever in flight."""
+    s = server_factory("-o", "lend_reads=0", threads=threads)
     c = Conn(s.connect())
     keys = ["poll%d" % i for i in range(40)]
     for k in keys:

@@ -442,6 +442,47 @@ static void test_exptime(void)
 	shard_destroy(s);
 }
 
+/* A lent read (another thread's get): reads and counts like a get, but
+   leaves a dead item to the owner (-EAGAIN, nothing counted, the item
+   still there for the owner's get to drop), and advances the clock. */
+static int lent(struct shard *s, int64_t now, const char *key, struct sink *k,
+		struct shard_res *res)
+{
+	struct shard_req q = { .op = SHARD_OP_GET, .key = key,
+			       .klen = (uint8_t)strlen(key) };
+	q.hash = shard_hash(key, q.klen);
+	int rc = shard_read_lent(s, now, &q, res, sink_fn, k);
+	return rc < 0 ? rc : (int)res->status;
+}
+
+static void test_read_lent(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	struct sink k = { 0 };
+	struct shard_res res;
+	CU_ASSERT(store(s, SHARD_OP_SET, "live", "val", 7, 0) == SHARD_STORED);
+	CU_ASSERT(store(s, SHARD_OP_SET, "old", "v", 0, 10) == SHARD_STORED);
+	CU_ASSERT(lent(s, NOW, "live", &k, &res) == SHARD_HIT);
+	CU_ASSERT(res.flags == 7 && res.vlen == 3 && !memcmp(k.buf, "val", 3));
+	CU_ASSERT(lent(s, NOW, "none", &k, &res) == SHARD_NOT_FOUND);
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.get_hits == 1 && st.get_misses == 1 && st.cmd_get == 2);
+	/* an earlier clock is not taken; a later one is */
+	CU_ASSERT(lent(s, NOW - 100, "old", &k, &res) == SHARD_HIT);
+	CU_ASSERT(lent(s, NOW + 10, "old", &k, &res) == -EAGAIN);
+	st = stats(s);
+	CU_ASSERT(st.cmd_get == 3 && st.get_expired == 0 && st.curr_items == 2);
+	CU_ASSERT(get(s, "old", &k, NULL) == SHARD_NOT_FOUND);
+	st = stats(s);
+	CU_ASSERT(st.get_expired == 1 && st.curr_items == 1);
+	CU_ASSERT(lent(s, NOW + 10, "old", &k, &res) == SHARD_NOT_FOUND);
+	/* only gets */
+	struct shard_req q = { .op = SHARD_OP_GAT, .key = "live", .klen = 4 };
+	q.hash = shard_hash("live", 4);
+	CU_ASSERT(shard_read_lent(s, NOW, &q, &res, sink_fn, &k) == -EINVAL);
+	shard_destroy(s);
+}
+
 static void test_cas_unique(void)
 {
 	struct shard_config c = { .id = 0, .count = 2, .mem_limit = 1 << 22,
@@ -750,6 +791,7 @@ int test_shard_register(void)
 		{ "delete", test_delete },
 		{ "incr/decr", test_incr_decr },
 		{ "exptime", test_exptime },
+		{ "lent read", test_read_lent },
 		{ "cas unique across shards", test_cas_unique },
 		{ "too large", test_too_large },
 		{ "sink refuses, bad requests", test_sink_refuses },
