@@ -236,6 +236,22 @@ def test_cross_shard_reply_one_send(server_factory):
     c.close()
 
 
+def local_and_remote(c, prefix):
+    """At -t 2: a key of c's home shard and one of the other, each set to
+    "ok" (a get of the remote one hands a request over)."""
+    x = shards_total(c, "xreq_sent", 2)
+    per_stats = shards_total(c, "xreq_sent", 2) - x  # what stats hands over
+    where = {}
+    for i in range(64):
+        k = "%s%d" % (prefix, i)
+        assert c.cmd("set %s 0 0 2\r\nok\r\n" % k) == "STORED"
+        x0 = shards_total(c, "xreq_sent", 2)
+        assert c.get_values("get %s\r\n" % k) == {k: (0, b"ok")}
+        where.setdefault(shards_total(c, "xreq_sent", 2) - x0 > per_stats, k)
+    assert set(where) == {False, True}, where
+    return where[False], where[True]
+
+
 def test_pipelined_reply_not_held(server_factory):
     """A whole reply goes out at once even while a later pipelined request
     waits on another shard: two gets in one write, the first key the home
@@ -244,17 +260,7 @@ def test_pipelined_reply_not_held(server_factory):
     every reply until 16 KiB of them had piled up)."""
     s = server_factory(*NO_LEND, threads=2)
     c = Conn(s.connect())
-    x = shards_total(c, "xreq_sent", 2)
-    per_stats = shards_total(c, "xreq_sent", 2) - x  # what stats hands over
-    where = {}
-    for i in range(64):
-        k = "pl%d" % i
-        assert c.cmd("set %s 0 0 2\r\nok\r\n" % k) == "STORED"
-        x0 = shards_total(c, "xreq_sent", 2)
-        assert c.get_values("get %s\r\n" % k) == {k: (0, b"ok")}
-        where.setdefault(shards_total(c, "xreq_sent", 2) - x0 > per_stats, k)
-    assert set(where) == {False, True}, where
-    local, remote = where[False], where[True]
+    local, remote = local_and_remote(c, "pl")
     a = shards_total(c, "sends", 2)
     per_stats = shards_total(c, "sends", 2) - a
     for _ in range(5):
@@ -276,17 +282,7 @@ def test_direct_batch_parked(server_factory):
     home's next tick)."""
     s = server_factory(*NO_LEND, threads=2)
     c = Conn(s.connect())
-    x = shards_total(c, "xreq_sent", 2)
-    per_stats = shards_total(c, "xreq_sent", 2) - x
-    where = {}
-    for i in range(64):
-        k = "pk%d" % i
-        assert c.cmd("set %s 0 0 2\r\nok\r\n" % k) == "STORED"
-        x0 = shards_total(c, "xreq_sent", 2)
-        assert c.get_values("get %s\r\n" % k) == {k: (0, b"ok")}
-        where.setdefault(shards_total(c, "xreq_sent", 2) - x0 > per_stats, k)
-    assert set(where) == {False, True}, where
-    local, remote = where[False], where[True]
+    local, remote = local_and_remote(c, "pk")
     p0 = shards_total(c, "parked", 2)
     for _ in range(20):
         assert c.get_values("get %s\r\n" % remote) == {remote: (0, b"ok")}
