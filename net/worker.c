@@ -293,6 +293,18 @@ static void take_parked(struct worker *w)
 	}
 }
 
+/* Whether a batch in flight may come back parked: then the wait ends
+   within XBACK_TAKE_MS, so that what it holds is not held longer. */
+static bool may_park(const struct worker *w)
+{
+	for (uint32_t d = 0; d < w->group->nworkers; d++) {
+		const struct worker_outbox *ob = &w->out[d];
+		if (ob->in_flight && !ob->awaited)
+			return true;
+	}
+	return false;
+}
+
 /*
  * Before the loop sleeps: marks wanted every batch in flight that this
  * worker needs back to go on - one whose destination has requests queued
@@ -577,6 +589,8 @@ static void run_loop(struct worker *w)
 		/* what this pass changed is published within WORKER_PUB_MS */
 		if (w->pub_due && ms > WORKER_PUB_MS)
 			ms = WORKER_PUB_MS;
+		if (ms > XBACK_TAKE_MS && may_park(w))
+			ms = XBACK_TAKE_MS;
 		struct __kernel_timespec ts = {
 			.tv_sec = ms / 1000,
 			.tv_nsec = (long long)(ms % 1000) * 1000000,

@@ -8,9 +8,12 @@
  * their whole life. A request for a key of shard j != i is appended to the
  * batch this worker is building for j; after each pass over the completion
  * queue, every non-empty batch is handed to j's ring as one IORING_OP_MSG_RING
- * and j sends it back, answered, the same way. At most one batch per
+ * and j sends it back, answered, the same way (or parks it for i to take,
+ * when no client waits for it: enum xback). At most one batch per
  * (source, destination) pair is in flight, so the requests one worker sends
- * another are executed in the order they were made.
+ * another are executed in the order they were made. The one exception to
+ * "only worker j touches shard j": while j sleeps it lends its shard, and
+ * i may serve a get of j's from it itself (enum lend).
  *
  * Ownership: struct worker and its connections' memory come from the
  * worker's own mimalloc heap (`heap`), created on the worker's thread;
@@ -131,7 +134,9 @@ struct worker_group {
  * destination sent whole holds nothing a client waits for, only the home's
  * bookkeeping (references, arenas, latency records): the destination parks
  * it (XBACK_FLIGHT -> XBACK_PARKED) instead of waking the home, which takes
- * it at its next pass - at the latest tick_ms later. A home that needs it
+ * it at its next pass: a home with such a batch out waits at most
+ * XBACK_TAKE_MS, so what the batch holds (connections' arena blocks) is
+ * given back within that even if nothing else wakes it. A home that needs it
  * back (a request queued behind it, a connection blocked on a direct line)
  * marks it XBACK_WANTED before it sleeps; the destination then hands it back
  * by message, as every other batch. Written by both threads, with
@@ -139,6 +144,7 @@ struct worker_group {
  * XBACK_PARKED acquires it.
  */
 enum xback { XBACK_FLIGHT, XBACK_WANTED, XBACK_PARKED };
+#define XBACK_TAKE_MS 10
 
 /* One destination's mailbox in a source worker. */
 struct worker_outbox {

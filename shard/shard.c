@@ -228,8 +228,8 @@ void shard_set_time(struct shard *s, int64_t now)
 
 /*
  * The live item with req's key into *f; false if none. An expired or
- * flushed item found on the way is dropped and *dead says which
- * (ITEM_LIVE if none was found).
+ * flushed item found on the way is dropped (left as it is with `keep`: a
+ * lent read) and *dead says which (ITEM_LIVE if none was found).
  */
 static bool find_item(struct shard *s, const struct shard_req *req,
 		      struct found *f, enum item_state *dead, bool keep)
