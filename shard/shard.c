@@ -231,8 +231,9 @@ void shard_set_time(struct shard *s, int64_t now)
  * flushed item found on the way is dropped (left as it is with `keep`: a
  * lent read) and *dead says which (ITEM_LIVE if none was found).
  */
-static bool find_item(struct shard *s, const struct shard_req *req,
-		      struct found *f, enum item_state *dead, bool keep)
+__attribute__((always_inline)) /* `keep` folds away in each caller */
+static inline bool find_item(struct shard *s, const struct shard_req *req,
+			     struct found *f, enum item_state *dead, bool keep)
 {
 	*dead = ITEM_LIVE;
 	uint64_t *slot = table_find(&s->table, req->hash, match_at, req->key, req->klen);
@@ -317,9 +318,11 @@ static void set_exptime(struct shard *s, const struct shard_req *req,
 }
 
 /* get / gat. memcached counts a gat hit as a touch hit, not a get hit. */
-static int do_read(struct shard *s, const struct shard_req *req,
-		   struct shard_res *res, shard_sink_fn sink, void *ctx,
-		   bool lent)
+__attribute__((always_inline)) /* so does `lent`: the owner's get is as
+				   it was before lent reads */
+static inline int do_read(struct shard *s, const struct shard_req *req,
+			  struct shard_res *res, shard_sink_fn sink, void *ctx,
+			  bool lent)
 {
 	bool gat = req->op == SHARD_OP_GAT;
 	enum item_state dead;
