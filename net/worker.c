@@ -128,13 +128,12 @@ static void flush_outboxes(struct worker *w)
 {
 	for (uint32_t d = 0; d < w->group->nworkers; d++) {
 		struct worker_outbox *ob = &w->out[d];
-		if (d == w->id || ob->in_flight || !ob->building->count)
+		if (d == w->id || ob->flying || !ob->building->count)
 			continue;
 		struct xbatch *b = ob->building;
 		ob->building = ob->spare;
 		ob->spare = NULL;
 		ob->flying = b;
-		ob->in_flight = true;
 		ob->awaited = b->count > b->direct;
 		atomic_store_explicit(&ob->back, XBACK_FLIGHT, memory_order_relaxed);
 		send_batch(w, b, d);
@@ -148,7 +147,7 @@ struct shard *worker_borrow(struct worker *w, uint32_t dst)
 	const struct worker_outbox *ob = &w->out[dst];
 	struct worker *o = w->group->workers[dst];
 	unsigned free = LEND_FREE;
-	if (ob->in_flight || ob->building->count ||
+	if (ob->flying || ob->building->count ||
 	    atomic_load_explicit(&o->lend, memory_order_relaxed) != LEND_FREE ||
 	    !atomic_compare_exchange_strong_explicit(&o->lend, &free, LEND_OUT,
 			memory_order_acquire, memory_order_relaxed))
@@ -254,7 +253,6 @@ static void batch_back(struct worker *w, struct xbatch *b)
 	struct worker_outbox *ob = &w->out[b->dst];
 	ob->spare = b;
 	ob->flying = NULL;
-	ob->in_flight = false;
 }
 
 /* Destination side: parks a batch that no client waits for, unless its
@@ -287,7 +285,7 @@ static void take_parked(struct worker *w)
 {
 	for (uint32_t d = 0; d < w->group->nworkers; d++) {
 		struct worker_outbox *ob = &w->out[d];
-		if (ob->in_flight &&
+		if (ob->flying &&
 		    atomic_load_explicit(&ob->back, memory_order_acquire) == XBACK_PARKED)
 			batch_back(w, ob->flying);
 	}
@@ -299,7 +297,7 @@ static bool may_park(const struct worker *w)
 {
 	for (uint32_t d = 0; d < w->group->nworkers; d++) {
 		const struct worker_outbox *ob = &w->out[d];
-		if (ob->in_flight && !ob->awaited)
+		if (ob->flying && !ob->awaited)
 			return true;
 	}
 	return false;
@@ -318,7 +316,7 @@ static bool want_back(struct worker *w)
 	w->want_back = false;
 	for (uint32_t d = 0; d < w->group->nworkers; d++) {
 		struct worker_outbox *ob = &w->out[d];
-		if (!ob->in_flight || (!any && !ob->building->count))
+		if (!ob->flying || (!any && !ob->building->count))
 			continue;
 		unsigned flight = XBACK_FLIGHT;
 		if (!atomic_compare_exchange_strong_explicit(&ob->back, &flight,
@@ -553,7 +551,7 @@ static void poll_awaited(struct worker *w)
 {
 	bool awaited = false;
 	for (uint32_t d = 0; d < w->group->nworkers && !awaited; d++)
-		awaited = w->out[d].in_flight && w->out[d].awaited;
+		awaited = w->out[d].flying && w->out[d].awaited;
 	if (!awaited)
 		return;
 	if (w->poll_skip) {

@@ -152,7 +152,6 @@ struct worker_outbox {
 	struct xbatch *spare;        /* the other batch, when not in flight */
 	struct xbatch *own[2];       /* both batches, for freeing */
 	struct xbatch *flying;       /* the one in flight, or NULL */
-	bool in_flight;
 	bool awaited;                /* the one in flight holds answers that
 					a reply waits for (not only direct
 					lines' xreqs) */
@@ -216,12 +215,7 @@ struct worker {
 	struct conn *probe;          /* the next connection conn_probe() looks
 					at (NULL: from the list's head) */
 	atomic_uint_fast64_t heartbeat; /* loop passes; read by main */
-	/* Lending (enum lend): while this worker sleeps in its wait, another
-	   worker may take its shard for one get (shard_read_lent), one
-	   borrower at a time. Written by both threads, compare-and-swap
-	   only: the owner's LEND_FREE and the borrower's give-back release
-	   the shard, the taking of it acquires. */
-	atomic_uint lend;
+	atomic_uint lend;            /* enum lend: is the shard lent now */
 	uint64_t now_us;             /* monotonic us (WORKER_CLOCK), read after
 					the wait and at the end of every pass */
 	/* Latency (net/latency.h), timed with the two readings of the clock
@@ -357,7 +351,9 @@ void worker_send_xreq(struct worker *w, uint32_t dst, struct xreq *x);
  * owner sets LEND_FREE just before its wait and takes the shard back
  * (LEND_FREE -> LEND_OWNER) right after; a borrower holds it (LEND_OUT)
  * for one shard_read_lent() call and gives it back. The owner, finding it
- * out, yields until it is back (a get's time).
+ * out, yields until it is back (a get's time). Written by both threads: the
+ * owner's LEND_FREE and the borrower's give-back release the shard, every
+ * taking of it (compare-and-swap) acquires it.
  */
 enum lend { LEND_OWNER, LEND_FREE, LEND_OUT };
 

@@ -838,11 +838,17 @@ static int do_arith(struct shard *s, const struct shard_req *req,
 	return 0;
 }
 
+/* A key of a valid length, and a value where one is announced. */
+static bool req_ok(const struct shard_req *req)
+{
+	return req->key && req->klen && req->klen <= SHARD_KEY_MAX &&
+	       (!req->vlen || req->value);
+}
+
 int shard_exec(struct shard *s, const struct shard_req *req,
 	       struct shard_res *res, shard_sink_fn sink, void *ctx)
 {
-	if (!req->key || req->klen == 0 || req->klen > SHARD_KEY_MAX ||
-	    (req->vlen && !req->value))
+	if (!req_ok(req))
 		return -EINVAL;
 	*res = (struct shard_res){ .status = SHARD_NOT_FOUND };
 	check_flush(s);
@@ -873,8 +879,7 @@ int shard_exec(struct shard *s, const struct shard_req *req,
 int shard_read_lent(struct shard *s, int64_t now, const struct shard_req *req,
 		    struct shard_res *res, shard_sink_fn sink, void *ctx)
 {
-	if (req->op != SHARD_OP_GET || !sink || !req->key || req->klen == 0 ||
-	    req->klen > SHARD_KEY_MAX)
+	if (req->op != SHARD_OP_GET || !sink || !req_ok(req))
 		return -EINVAL;
 	if (now > s->now)
 		shard_set_time(s, now);
