@@ -75,7 +75,7 @@ static const struct flag flag_table[] = {
 	  "before its newline, default 2048), conn_buffer_max=SIZE, conn_mem_max=SIZE (all "
 	  "connections' buffers, default max(16m, -m/4)), keys_max=NUM (ignored: a get takes "
 	  "any number of keys), hashpower=NUM (ignored: the table grows by itself), metrics_port=PORT (serve "
-	  "Prometheus metrics at GET /metrics on the -l addresses; off by default), lend_reads=0|1 "
+	  "Prometheus metrics at GET /metrics on the -l addresses; off by default), lend=0|1 "
 	  "(a worker may serve a get from a sleeping worker's shard itself; default 1)" },
 	{ "enable-shutdown", 'A', 0, NULL, "let the shutdown command stop the daemon" },
 	{ "prefix-delimiter", 'D', 1, "CHAR", "key prefix delimiter of `stats detail` (default ':')" },
@@ -193,8 +193,8 @@ static int parse_ext_one(struct config *c, char *opt, FILE *err)
 		c->metrics_port = (int)u;
 		return 0;
 	}
-	if (!strcmp(opt, "lend_reads") && val) {
-		if (parse_u32(err, "-o lend_reads", val, 0, 1, &u) < 0)
+	if (!strcmp(opt, "lend") && val) {
+		if (parse_u32(err, "-o lend", val, 0, 1, &u) < 0)
 			return -EINVAL;
 		c->no_lend = u == 0;
 		return 0;
@@ -204,7 +204,7 @@ static int parse_ext_one(struct config *c, char *opt, FILE *err)
 		return parse_u32(err, "-o watchdog_stall", val, 1, 3600, &c->watchdog_stall);
 #endif
 	return bad(err, "-o", opt, "unknown or malformed option (known: line_max=, "
-		   "keys_max=, conn_buffer_max=, conn_mem_max=, hashpower=, metrics_port=, lend_reads=)");
+		   "keys_max=, conn_buffer_max=, conn_mem_max=, hashpower=, metrics_port=, lend=)");
 }
 
 static int parse_ext(struct config *c, const char *arg, FILE *err)

@@ -43,8 +43,9 @@ struct config {
 				   0 until main() sets max(16m, -m / 4) */
 	int metrics_port;       /* -o metrics_port=: Prometheus /metrics on
 				   the -l addresses; 0 (default): off */
-	bool no_lend;           /* -o lend_reads=0: a get of another shard's
-				   key always goes to its owner (worker.h) */
+	bool no_lend;           /* -o lend=0: a get or set of another
+				   shard's key always goes to its owner
+				   (worker.h) */
 	unsigned watchdog_stall;/* test builds only: stall worker 0 after N s */
 	bool shutdown_enabled;  /* -A: the shutdown command stops the daemon */
 	char prefix_delim;      /* -D: stats detail's prefix delimiter, ':' */

@@ -193,6 +193,27 @@ oom:
 	return NULL;
 }
 
+/* A set of shard dst's key, run here if its sleeping owner lends it the
+   shard (worker.h) and the store needs nothing of the owner's. */
+static bool store_lent(struct conn *c, const struct proto_req *r, uint32_t dst,
+		       const struct shard_req *q)
+{
+	struct worker *w = c->w;
+	struct shard *sh = worker_borrow(w, dst);
+	if (!sh)
+		return false;
+	struct shard_res res;
+	int rc = shard_store_lent(sh, w->now, q, &res);
+	worker_give_back(w, dst);
+	if (rc == -EAGAIN)
+		return false;
+	w->counters.borrowed++;
+	if (!r->noreply)
+		emit_status(c, r->cmd, rc, &res);
+	worker_lat_local(w, LAT_SET);
+	return true;
+}
+
 static void do_single(struct conn *c, const struct proto_req *r)
 {
 	struct worker *w = c->w;
@@ -212,6 +233,8 @@ static void do_single(struct conn *c, const struct proto_req *r)
 	if (detail_on(&w->group->detail))
 		admin_detail_single(w, r);
 	if (dst != w->id) {
+		if (q.op == SHARD_OP_SET && store_lent(c, r, dst, &q))
+			return;
 		bool idle = line_idle(c);
 		struct xreq *x = send_remote(c, dst, &q, r->cmd, r->noreply, false);
 		if (idle && x && !r->noreply)

@@ -120,6 +120,22 @@ struct pieces {
 	uint32_t alen, blen;
 };
 
+/* An item's bytes at p, offset off of segment g. */
+static void write_item(const struct shard *s, struct seg *g, uint32_t off,
+		       char *p, const struct item_hdr *h, const char *key,
+		       const struct pieces *v)
+{
+	if (off == 0)
+		g->born = (uint32_t)s->now;
+	uint32_t o = item_encode(p, h);
+	memcpy(p + o, key, h->klen);
+	o += h->klen;
+	if (v->alen)
+		memcpy(p + o, v->a, v->alen);
+	if (v->blen)
+		memcpy(p + o + v->alen, v->b, v->blen);
+}
+
 /*
  * Writes an item (head h with its seq, and the bits FREQ, FETCHED, STALE,
  * WIN and HAS_CAS with its cas, set by the caller; key; value pieces)
@@ -150,15 +166,7 @@ static int place(struct shard *s, enum seg_queue q, uint64_t hash,
 			shard__seg_maybe_free(s, old->g);
 		return -ENOMEM;
 	}
-	if (off == 0)
-		g->born = (uint32_t)s->now;
-	uint32_t o = item_encode(p, h);
-	memcpy(p + o, key, h->klen);
-	o += h->klen;
-	if (v->alen)
-		memcpy(p + o, v->a, v->alen);
-	if (v->blen)
-		memcpy(p + o + v->alen, v->b, v->blen);
+	write_item(s, g, off, p, h, key, v);
 	uint64_t loc = table_loc(g->id, off);
 	if (old) {
 		table_move(old->slot, loc);
@@ -885,6 +893,52 @@ int shard_read_lent(struct shard *s, int64_t now, const struct shard_req *req,
 		shard_set_time(s, now);
 	*res = (struct shard_res){ .status = SHARD_NOT_FOUND };
 	return do_read(s, req, res, sink, ctx, true);
+}
+
+/*
+ * A lent set replaces a live item and nothing more: the new version goes
+ * at the end of the open segment of the old one's queue, into the old
+ * one's index slot, as place() would put it. A new key (an index entry, a
+ * ghost), a full open segment, a large item, a shard over its limit, or an
+ * old segment that this would leave empty (freed) is the owner's.
+ */
+int shard_store_lent(struct shard *s, int64_t now, const struct shard_req *req,
+		     struct shard_res *res)
+{
+	if (req->op != SHARD_OP_SET || req->mflags || !req_ok(req))
+		return -EINVAL;
+	if (now > s->now)
+		shard_set_time(s, now);
+	enum item_state dead;
+	struct found old;
+	int64_t exp = abs_exptime(s, req->exptime);
+	if (req->vlen > s->cfg.item_max || exp < 0 ||
+	    shard_mem_used(s) > s->cfg.mem_limit ||
+	    !find_item(s, req, &old, &dead, true) ||
+	    (old.g->items < 2 && !old.g->open))
+		return -EAGAIN;
+	enum seg_queue q = queue_for(s, &old, req->hash);
+	struct item_hdr h = {
+		.klen = req->klen, .vlen = (uint32_t)req->vlen,
+		.flags = req->flags, .exptime = (uint32_t)exp,
+		.seq = s->seq + 1,
+		.bits = (uint8_t)((old.h.bits & ITEM_FREQ) |
+				  item_bits_for(req->flags, (uint32_t)exp)),
+	};
+	size_t n = item_size(h.bits, h.klen, h.vlen);
+	struct seg *g = s->seg.q[q].open;
+	uint32_t off;
+	char *p = n > s->seg.large ? NULL : seg_bump(&s->seg, g, n, &off);
+	if (!p)
+		return -EAGAIN;
+	struct pieces v = { .a = req->value, .alen = (uint32_t)req->vlen };
+	write_item(s, g, off, p, &h, req->key, &v);
+	table_move(old.slot, table_loc(g->id, off));
+	seg_live_sub(&s->seg, old.g, old.size);
+	seg_live_add(&s->seg, g, n, h.exptime);
+	s->st.cmd_set++;
+	store_done(s, req, res, &h);
+	return 0;
 }
 
 /* ---- flush, background work -------------------------------------------- */

@@ -6,10 +6,11 @@
  * shard_create() (in the daemon, worker i creates and owns shard i). Every
  * shard_* call on a shard must come from that thread; nothing here locks.
  * Another thread's request reaches a shard as a message that its owner
- * executes (see net/xmsg.h), with one exception: shard_read_lent(), which
- * another thread may call while the owner lends it the shard - exclusively,
- * handed over with release/acquire (net/worker.h) - since it neither
- * allocates nor frees nor moves anything.
+ * executes (see net/xmsg.h), with two exceptions: shard_read_lent() and
+ * shard_store_lent(), which another thread may call while the owner lends
+ * it the shard - exclusively, handed over with release/acquire
+ * (net/worker.h) - since they neither allocate nor free nor move anything
+ * (a lent store writes into an open segment's room only).
  *
  * Ownership: the shard creates its own mimalloc heap (mi_heap_new) and every
  * byte it allocates - segments that items are appended to (seg.h), the
@@ -215,6 +216,16 @@ void shard_set_time(struct shard *s, int64_t now);
  */
 int shard_read_lent(struct shard *s, int64_t now, const struct shard_req *req,
 		    struct shard_res *res, shard_sink_fn sink, void *ctx);
+
+/*
+ * A set (SHARD_OP_SET, no meta flags) by a thread the owner lent the shard
+ * to: as shard_exec, when it only replaces a live item with a version that
+ * fits in an open segment; anything more (a new key, a new segment,
+ * eviction) is left to the owner: -EAGAIN, with nothing changed or
+ * counted. Advances the shard's clock to `now` if that is later.
+ */
+int shard_store_lent(struct shard *s, int64_t now, const struct shard_req *req,
+		     struct shard_res *res);
 
 /*
  * Executes one operation. Returns 0 with res->status set, or a negative errno:

@@ -6,7 +6,7 @@ is taken (stats shards: direct_replies, direct_partial), that what it sends
 is what the home would have sent, that a reply the socket takes only in part
 is finished by the home in order, and that a client that goes away meanwhile
 harms nobody. Gets are lent reads when the key's owner sleeps (test_lend.py):
-these servers run with -o lend_reads=0, so that every remote get takes
+these servers run with -o lend=0, so that every remote get takes
 the path under test."""
 import os
 import socket
@@ -16,7 +16,7 @@ import pytest
 from conftest import Conn
 from test_edges import MEMCACHED, Memcached
 
-NO_LEND = ("-o", "lend_reads=0")
+NO_LEND = ("-o", "lend=0")
 
 
 @pytest.fixture

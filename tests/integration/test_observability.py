@@ -112,7 +112,7 @@ def test_stats_latency_pipelined_remote(server_factory):
     """A pipeline whose keys live on other shards: counted when the reply
     comes back, once each (lent reads off: every remote get goes to its
     owner)."""
-    s = server_factory("-o", "lend_reads=0", threads=4)
+    s = server_factory("-o", "lend=0", threads=4)
     c = Conn(s.connect())
     n = 400
     c.send("".join("set p%d 0 0 1 noreply\r\nx\r\n" % i for i in range(n)))
@@ -162,7 +162,7 @@ def test_stats_shards_poll(server_factory, threads):
     sleeps it polls for them (a hit, or yields), at most once a loop pass
     and WORKER_POLL_YIELDS (4) yields each time (lent reads off: a lent
     get leaves nothing in flight). At -t 1 nothing is ever in flight."""
-    s = server_factory("-o", "lend_reads=0", threads=threads)
+    s = server_factory("-o", "lend=0", threads=threads)
     c = Conn(s.connect())
     keys = ["poll%d" % i for i in range(40)]
     for k in keys:

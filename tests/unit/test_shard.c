@@ -483,6 +483,98 @@ static void test_read_lent(void)
 	shard_destroy(s);
 }
 
+/* A lent set (another thread's): returns the status, or the negative errno. */
+static int lent_set(struct shard *s, int64_t now, const char *key,
+		    const char *val, uint32_t flags, int64_t exp)
+{
+	struct shard_req q = { .op = SHARD_OP_SET, .key = key,
+			       .klen = (uint8_t)strlen(key), .value = val,
+			       .vlen = strlen(val), .flags = flags,
+			       .exptime = exp };
+	q.hash = shard_hash(key, q.klen);
+	struct shard_res res;
+	int rc = shard_store_lent(s, now, &q, &res);
+	return rc < 0 ? rc : (int)res.status;
+}
+
+static uint64_t segs_in_use(struct shard *s)
+{
+	struct shard_stats st = stats(s);
+	return st.segments - st.segments_free;
+}
+
+/* A lent set replaces a live item in place of the owner's set; anything
+   that would allocate, free or drop is left to the owner (-EAGAIN) with
+   nothing changed. */
+static void test_store_lent(void)
+{
+	struct shard *s = mk(1 << 20, 4096, false);
+	struct sink k = { 0 };
+	struct shard_res r;
+	CU_ASSERT(set(s, "k", "old") == SHARD_STORED);
+	CU_ASSERT(get(s, "k", &k, &r) == SHARD_HIT);
+	uint64_t cas0 = r.cas;
+	struct shard_stats st0 = stats(s);
+	CU_ASSERT(lent_set(s, NOW, "k", "newer", 9, 0) == SHARD_STORED);
+	CU_ASSERT(get(s, "k", &k, &r) == SHARD_HIT);
+	CU_ASSERT(r.flags == 9 && r.vlen == 5 && !memcmp(k.buf, "newer", 5));
+	CU_ASSERT(r.cas != cas0);
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.cmd_set == st0.cmd_set + 1);
+	CU_ASSERT(st.total_items == st0.total_items + 1);
+	CU_ASSERT(st.curr_items == st0.curr_items);
+	CU_ASSERT(st.dead_bytes > st0.dead_bytes);
+	CU_ASSERT(shard_check(s) == 0);
+	/* a new key, a store that expires at once, an expired item, a large
+	   item: the owner's, and nothing counted */
+	st0 = stats(s);
+	CU_ASSERT(lent_set(s, NOW, "new", "v", 0, 0) == -EAGAIN);
+	CU_ASSERT(lent_set(s, NOW, "k", "x", 0, -1) == -EAGAIN);
+	CU_ASSERT(store(s, SHARD_OP_SET, "e", "v", 0, 10) == SHARD_STORED);
+	CU_ASSERT(lent_set(s, NOW + 10, "e", "w", 0, 0) == -EAGAIN);
+	char big[2001]; /* over an eighth of the 8 KiB segments */
+	memset(big, 'b', sizeof(big) - 1);
+	big[sizeof(big) - 1] = 0;
+	CU_ASSERT(lent_set(s, NOW + 10, "k", big, 0, 0) == -EAGAIN);
+	st = stats(s);
+	CU_ASSERT(st.cmd_set == st0.cmd_set + 1 && st.curr_items == 2);
+	CU_ASSERT(holds(s, "k", "newer") && get(s, "new", &k, NULL) == SHARD_NOT_FOUND);
+	/* the lent set took the later clock; the owner's get drops "e" */
+	CU_ASSERT(get(s, "e", &k, NULL) == SHARD_NOT_FOUND);
+	CU_ASSERT(stats(s).curr_items == 1);
+	/* only plain sets */
+	struct shard_req q = { .op = SHARD_OP_ADD, .key = "k", .klen = 1,
+			       .value = "a", .vlen = 1 };
+	q.hash = shard_hash("k", 1);
+	CU_ASSERT(shard_store_lent(s, NOW, &q, &r) == -EINVAL);
+	q.op = SHARD_OP_SET;
+	q.mflags = SHARD_MF_SETCAS;
+	CU_ASSERT(shard_store_lent(s, NOW, &q, &r) == -EINVAL);
+	shard_destroy(s);
+
+	/* The last live item of a sealed segment: replacing it frees the
+	   segment, which is the owner's. */
+	s = mk(1 << 20, 1024, false);
+	CU_ASSERT(set(s, "solo", "v") == SHARD_STORED);
+	int n = 0;
+	char key[16];
+	while (segs_in_use(s) < 3) {
+		snprintf(key, sizeof(key), "f%d", n++);
+		CU_ASSERT_FATAL(set(s, key, "0123456789abcdef0123456789") == SHARD_STORED);
+	}
+	for (int i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "f%d", i);
+		CU_ASSERT(set(s, key, "0123456789abcdef0123456789") == SHARD_STORED);
+	}
+	st0 = stats(s);
+	CU_ASSERT(lent_set(s, NOW, "solo", "w", 0, 0) == -EAGAIN);
+	CU_ASSERT(holds(s, "solo", "v") && stats(s).cmd_set == st0.cmd_set);
+	CU_ASSERT(set(s, "solo", "w") == SHARD_STORED);
+	CU_ASSERT(stats(s).dead_bytes < st0.dead_bytes); /* its segment went */
+	CU_ASSERT(holds(s, "solo", "w") && shard_check(s) == 0);
+	shard_destroy(s);
+}
+
 static void test_cas_unique(void)
 {
 	struct shard_config c = { .id = 0, .count = 2, .mem_limit = 1 << 22,
@@ -792,6 +884,7 @@ int test_shard_register(void)
 		{ "incr/decr", test_incr_decr },
 		{ "exptime", test_exptime },
 		{ "lent read", test_read_lent },
+		{ "lent store", test_store_lent },
 		{ "cas unique across shards", test_cas_unique },
 		{ "too large", test_too_large },
 		{ "sink refuses, bad requests", test_sink_refuses },
