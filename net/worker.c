@@ -581,9 +581,10 @@ static void run_loop(struct worker *w)
 	struct worker_group *g = w->group;
 	int64_t deadline = 0;
 	for (;;) {
-		/* a rebuilding index holds two arrays: finish it while idle */
+		/* a rebuilding index holds two arrays, a compaction a segment
+		   out of its queue: finish them while idle */
 		unsigned ms = w->draining ? 10 :
-			      shard_rebuilding(w->shard) ? 1 : g->tick_ms;
+			      shard_busy(w->shard) ? 1 : g->tick_ms;
 		/* what this pass changed is published within WORKER_PUB_MS */
 		if (w->pub_due && ms > WORKER_PUB_MS)
 			ms = WORKER_PUB_MS;

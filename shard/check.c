@@ -123,6 +123,17 @@ int shard_check(struct shard *s)
 		if (check_queue(s, (enum seg_queue)q, &items, &bytes, &used,
 				&segs) < 0)
 			return -EIO;
+	struct seg *x = s->compacting;
+	if (x) {
+		CHECK(x->queue == SEG_NONE && !x->open && !x->dedicated &&
+		      seg_by_id(&s->seg, x->id) == x && s->compact_off <= x->used,
+		      "seg %u: being compacted, but queued, open or past its end",
+		      x->id);
+		if (check_seg(s, x, &items, &bytes) < 0)
+			return -EIO;
+		used += x->used;
+		segs++;
+	}
 	CHECK(items == table_count(&s->table),
 	      "segments hold %zu indexed items, the index counts %zu", items,
 	      table_count(&s->table));
@@ -150,7 +161,8 @@ int shard_check(struct shard *s)
 			uint64_t loc = e & TABLE_LOC_MASK;
 			struct seg *g = table_loc_seg(loc) < s->seg.id_next ?
 					seg_by_id(&s->seg, table_loc_seg(loc)) : NULL;
-			CHECK(g && g->queue != SEG_NONE && table_loc_off(loc) < g->used,
+			CHECK(g && (g->queue != SEG_NONE || g == x) &&
+			      table_loc_off(loc) < g->used,
 			      "entry %llx: no such segment or offset",
 			      (unsigned long long)e);
 			CHECK(table_entry(hash_at(s, loc), loc) == e,

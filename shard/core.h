@@ -46,10 +46,21 @@ struct shard {
 				  0 between passes */
 	int64_t expire_started;/* clock of the last expiry pass's start */
 	int64_t compact_checked; /* clock of the last fruitless compaction search */
+	struct seg *compacting;/* the segment being compacted, out of its
+				  queue (SEG_NONE), or NULL */
+	uint32_t compact_off;  /* its next item */
+	uint8_t compact_q;     /* the queue its items go back to */
 	struct shard_stats st; /* counters; the gauges are filled on read */
 };
 
 enum item_state { ITEM_LIVE, ITEM_EXPIRED, ITEM_FLUSHED };
+
+/* The queue g's items belong to: its own, or for the segment being
+   compacted (out of its queue), the one it came from. */
+static inline unsigned queue_of(const struct shard *s, const struct seg *g)
+{
+	return g == s->compacting ? s->compact_q : g->queue;
+}
 
 /* An item found through the index, valid only inside the current call. */
 struct found {
@@ -166,7 +177,8 @@ void shard__make_room(struct shard *s);
    segment ids starts at most once per clock second and looks at a few ids
    per budget unit of shard_tick(). */
 void shard__expire_segments(struct shard *s, unsigned budget);
-/* Compacts the segment with the most dead bytes, when they are too many. */
-void shard__compact(struct shard *s);
+/* Compacts the segment with the most dead bytes, when they are too many,
+   `items` of its items per call (s->compacting between calls). */
+void shard__compact(struct shard *s, unsigned items);
 
 #endif

@@ -20,9 +20,10 @@
  * count against the limit, exactly. They are bounded three ways: a sealed
  * segment whose last live item goes is freed at once; shard_tick()
  * compacts the sealed segment with the most dead bytes (copies its live
- * items to its queue's open segment, keeping their frequency) while dead
- * bytes exceed a quarter of the segments; and under -M, where nothing may
- * be evicted, making room compacts instead of retiring. Expiry: each
+ * items to its queue's open segment, keeping their frequency, a few items
+ * a call) while dead bytes exceed a quarter of the segments; and under
+ * -M, where nothing may be evicted, making room compacts (at once)
+ * instead of retiring. Expiry: each
  * segment knows the latest exptime of its items, and shard_tick() frees a
  * segment whose items have all expired without waiting for its turn; an
  * expired item is also dropped when a read finds it and by an incremental
@@ -30,7 +31,10 @@
  *
  *
  * Everything here runs inside a shard call on the owner's thread (core.h);
- * nothing keeps an item address past the walk that found it.
+ * nothing keeps an item address past the walk that found it. Only the
+ * segment being compacted is kept from one call to the next
+ * (s->compacting): out of its queue, so that nothing else retires or frees
+ * it, until its walk is done.
  */
 #include <string.h>
 #include <xxhash.h>
@@ -119,43 +123,60 @@ static bool retire_dedicated(struct shard *s, struct seg *x, struct found *f,
 }
 
 /*
- * Retires a sealed segment: walks its items, keeps the live ones the mode
- * keeps (copied forward), drops the rest, then frees it (it becomes the
- * spare if a copy took the spare).
+ * The item at *off of x, a segment being retired from queue q (out of its
+ * queue): kept (copied forward) or dropped as the mode says; *off moves
+ * past it. false if x itself was kept instead (a dedicated segment whose
+ * item survives).
+ */
+static bool retire_next(struct shard *s, struct seg *x, enum seg_queue q,
+			enum retire_mode mode, uint32_t *off)
+{
+	struct found f = { .g = x, .off = *off, .p = x->data + *off };
+	item_decode(f.p, &f.h);
+	f.size = f.h.hlen + f.h.klen + f.h.vlen;
+	*off += (uint32_t)f.size;
+	if (item_is_pad(f.p))
+		return true;
+	uint64_t hash = XXH3_64bits(found_key(&f), f.h.klen);
+	f.slot = table_find_loc(&s->table, hash, table_loc(x->id, f.off));
+	if (!f.slot)
+		return true; /* dead: deleted or overwritten */
+	enum item_state st = state_of(s, &f.h);
+	if (st != ITEM_LIVE) {
+		count_dead(s, &f.h, st);
+		shard__drop(s, &f);
+	} else if (x->dedicated) {
+		if (retire_dedicated(s, x, &f, mode, q))
+			return false;
+		evict_item(s, &f, q == SEG_SMALL, hash);
+	} else {
+		retire_item(s, &f, q, mode, hash);
+	}
+	return true;
+}
+
+/* Frees a retired segment (it becomes the spare if a copy took it). */
+static void retire_done(struct shard *s, struct seg *x)
+{
+	bool regular = !x->dedicated;
+	seg_give(&s->seg, x);
+	if (!s->seg.spare && regular)
+		s->seg.spare = seg_take(&s->seg, 0); /* x, from the free list */
+}
+
+/*
+ * Retires a sealed segment at once: walks its items, keeps the live ones
+ * the mode keeps (copied forward), drops the rest, then frees it.
  */
 static void retire(struct shard *s, struct seg *x, enum retire_mode mode)
 {
 	enum seg_queue q = (enum seg_queue)x->queue;
 	seg_unlink(&s->seg, x);
 	uint32_t off = 0;
-	while (off < x->used) {
-		struct found f = { .g = x, .off = off, .p = x->data + off };
-		item_decode(f.p, &f.h);
-		f.size = f.h.hlen + f.h.klen + f.h.vlen;
-		off += (uint32_t)f.size;
-		if (item_is_pad(f.p))
-			continue;
-		uint64_t hash = XXH3_64bits(found_key(&f), f.h.klen);
-		f.slot = table_find_loc(&s->table, hash,
-					table_loc(x->id, f.off));
-		if (!f.slot)
-			continue; /* dead: deleted or overwritten */
-		enum item_state st = state_of(s, &f.h);
-		if (st != ITEM_LIVE) {
-			count_dead(s, &f.h, st);
-			shard__drop(s, &f);
-		} else if (x->dedicated) {
-			if (retire_dedicated(s, x, &f, mode, q))
-				return;
-			evict_item(s, &f, q == SEG_SMALL, hash);
-		} else {
-			retire_item(s, &f, q, mode, hash);
-		}
-	}
-	bool regular = !x->dedicated;
-	seg_give(&s->seg, x);
-	if (!s->seg.spare && regular)
-		s->seg.spare = seg_take(&s->seg, 0); /* x, from the free list */
+	while (off < x->used)
+		if (!retire_next(s, x, q, mode, &off))
+			return;
+	retire_done(s, x);
 }
 
 /* The oldest sealed segment of q that is not pinned, or NULL. */
@@ -331,19 +352,37 @@ void shard__expire_segments(struct shard *s, unsigned budget)
  * Compacts the segment with the most dead bytes while dead bytes are more
  * than a quarter of the segments. The search is O(segments), so after a
  * search that finds no segment at least half dead, the next waits for the
- * clock's next second.
+ * clock's next second. A compaction walks `items` items per call, so that
+ * no one call (a worker's pass) copies a whole segment: until it is done,
+ * the segment is out of its queue (SEG_NONE: neither evicted, expired nor
+ * freed by anyone else) and its items stay where they are, readable,
+ * replaceable and deletable.
  */
-void shard__compact(struct shard *s)
+void shard__compact(struct shard *s, unsigned items)
 {
-	size_t held = s->seg.q[SEG_SMALL].bytes + s->seg.q[SEG_MAIN].bytes;
-	if (seg_dead(&s->seg) * DEAD_MAX_DIV <= held ||
-	    s->compact_checked == s->now)
-		return;
-	struct seg *x = most_dead(s);
-	if (!x || (x->used - x->live) * 2 < x->used) {
-		s->compact_checked = s->now;
-		return; /* no segment is half dead: FIFO order reclaims them */
+	struct seg *x = s->compacting;
+	if (!x) {
+		size_t held = s->seg.q[SEG_SMALL].bytes +
+			      s->seg.q[SEG_MAIN].bytes;
+		if (seg_dead(&s->seg) * DEAD_MAX_DIV <= held ||
+		    s->compact_checked == s->now)
+			return;
+		x = most_dead(s);
+		if (!x || (x->used - x->live) * 2 < x->used) {
+			s->compact_checked = s->now;
+			return; /* none is half dead: FIFO order reclaims them */
+		}
+		s->st.segments_compacted++;
+		s->compact_q = x->queue;
+		s->compact_off = 0;
+		seg_unlink(&s->seg, x);
+		s->compacting = x;
 	}
-	s->st.segments_compacted++;
-	retire(s, x, RETIRE_COMPACT);
+	while (items-- && s->compact_off < x->used)
+		retire_next(s, x, (enum seg_queue)s->compact_q, RETIRE_COMPACT,
+			    &s->compact_off);
+	if (s->compact_off >= x->used) {
+		s->compacting = NULL;
+		retire_done(s, x);
+	}
 }

@@ -48,6 +48,7 @@
 
 #define SWEEP_SLOTS_PER_UNIT 8u
 #define MIGRATE_SLOTS_PER_UNIT 256u
+#define COMPACT_ITEMS_PER_UNIT 1u
 #define FRAG_STEP_MIN (256u << 10)
 #define FRAG_SLACK_DIV 32u /* fragmentation up to limit/32 is not charged */
 
@@ -197,7 +198,7 @@ static enum seg_queue queue_for(struct shard *s, const struct found *old,
 				uint64_t hash)
 {
 	if (old)
-		return old->g->queue == SEG_MAIN ? SEG_MAIN : SEG_SMALL;
+		return queue_of(s, old->g) == SEG_MAIN ? SEG_MAIN : SEG_SMALL;
 	return ghost_take(&s->ghost, hash, s->st.curr_items) ? SEG_MAIN :
 							       SEG_SMALL;
 }
@@ -951,6 +952,7 @@ static void free_all(struct shard *s)
 	table_clear(&s->table);
 	s->sweep_active = false;
 	s->expire_cursor = 0;
+	s->compacting = NULL; /* seg_deinit freed it too */
 	shard__frag_measure(s);
 }
 
@@ -1006,17 +1008,17 @@ bool shard_tick(struct shard *s, unsigned budget)
 	if (s->frag_due >= frag_step(s) / 4)
 		shard__frag_measure(s);
 	shard__expire_segments(s, budget);
-	shard__compact(s);
+	shard__compact(s, budget * COMPACT_ITEMS_PER_UNIT);
 	if (table_migrating(&s->table)) {
 		table_migrate(&s->table, (size_t)budget * MIGRATE_SLOTS_PER_UNIT);
 		return true;
 	}
-	return sweep(s, (size_t)budget * SWEEP_SLOTS_PER_UNIT);
+	return sweep(s, (size_t)budget * SWEEP_SLOTS_PER_UNIT) || s->compacting;
 }
 
-bool shard_rebuilding(const struct shard *s)
+bool shard_busy(const struct shard *s)
 {
-	return table_migrating(&s->table);
+	return table_migrating(&s->table) || s->compacting;
 }
 
 /* ---- lifecycle, stats, test hooks --------------------------------------- */
@@ -1125,7 +1127,7 @@ int shard_where(struct shard *s, const char *key, uint8_t klen,
 	struct found f;
 	found_at(s, slot, &f);
 	*freq = f.h.bits & ITEM_FREQ;
-	return f.g->queue == SEG_MAIN ? 1 : 0;
+	return queue_of(s, f.g) == SEG_MAIN ? 1 : 0;
 }
 
 int shard_set_limit(struct shard *s, size_t bytes)
@@ -1157,7 +1159,7 @@ static bool dump_slots(struct shard *s, const uint64_t *slot, size_t from,
 		struct shard_item_info it = {
 			.key = found_key(&f),
 			.klen = f.h.klen,
-			.queue = f.g->queue == SEG_MAIN ? 1 : 0,
+			.queue = queue_of(s, f.g) == SEG_MAIN ? 1 : 0,
 			.fetched = (f.h.bits & ITEM_FETCHED) != 0,
 			.flags = f.h.flags,
 			.vlen = f.h.vlen,

@@ -243,14 +243,16 @@ int shard_exec(struct shard *s, const struct shard_req *req,
 void shard_flush(struct shard *s, int64_t delay);
 
 /*
- * Bounded background work for the owner's loop: incremental table growth and
- * an expiry sweep that reclaims expired items nobody touches. Does at most
- * `budget` units of work; returns true if more work is pending.
+ * Bounded background work for the owner's loop: incremental table growth,
+ * compaction of dead bytes, freeing of expired segments, and an expiry sweep
+ * that reclaims expired items nobody touches. Does at most `budget` units of
+ * each; returns true if more work is pending.
  */
 bool shard_tick(struct shard *s, unsigned budget);
-/* Whether the index is being rebuilt (its old array still held): the
-   owner should tick again soon rather than sleep. */
-bool shard_rebuilding(const struct shard *s);
+/* Whether background work holds memory twice (the index's old array while
+   it is rebuilt, a segment being compacted): the owner should tick again
+   soon rather than sleep. */
+bool shard_busy(const struct shard *s);
 
 void shard_stats(const struct shard *s, struct shard_stats *out);
 /*

@@ -5,7 +5,10 @@
  * every storage command, reads, touch, delete, md I and md x, incr/decr,
  * flush and clock steps, over a key space of eight keys; stores, incr/decr
  * and md I/x may carry the meta protocol's E (an explicit cas: 0, the
- * key's own cas, one the sequence is about to hand out, or any value). A reference model - a plain array
+ * key's own cas, one the sequence is about to hand out, or any value).
+ * Some sets and gets go first to the lent paths another worker takes
+ * (shard_store_lent, shard_read_lent), and to shard_exec only when those
+ * leave them to the owner (-EAGAIN); the model sees the same set or get. A reference model - a plain array
  * that follows protocol.txt with no cleverness at all - executes the same
  * sequence, and every answer of the shard is checked against it:
  *  - with a roomy memory limit (no eviction possible) every status, value,
@@ -241,7 +244,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				q.mflags |= SHARD_MF_SETCAS;
 		}
 
-		int rc = shard_exec(s, &q, &r, sink, &rb);
+		int rc = -EAGAIN;
+		if (op == 5 && !q.mflags) /* set: a borrower's, else the owner's */
+			rc = shard_store_lent(s, now, &q, &r);
+		else if (op == 6 && (q.exptime & 1))
+			rc = shard_read_lent(s, now, &q, &r, sink, &rb);
+		if (rc == -EAGAIN)
+			rc = shard_exec(s, &q, &r, sink, &rb);
 		CHECK(rc == 0);
 		CHECK(shard_check(s) == 0);
 		struct shard_stats st;

@@ -473,7 +473,9 @@ static void test_segment_expiry(void)
 }
 
 /* Dead bytes over a quarter of the segments: the tick compacts the most
-   dead segments, and every live key keeps its value. */
+   dead segments, a few items a call, and every live key keeps its value,
+   also when it is read, replaced or deleted while its segment is half
+   compacted. */
 static void test_compaction(void)
 {
 	struct shard *s = mk(4 << 20, 1024, false);
@@ -484,10 +486,24 @@ static void test_compaction(void)
 			CU_ASSERT(del(s, kname("c%04u", i)) == SHARD_DELETED);
 	size_t dead = stats(s).dead_bytes;
 	CU_ASSERT(dead > 1500 * 200);
-	for (int t = 0; t < 100; t++)
-		shard_tick(s, 8);
+	/* one call walks 8 items (of ~35 a segment): one segment is half
+	   compacted, out of its queue, and the shard is whole */
+	CU_ASSERT(shard_tick(s, 8));
 	struct shard_stats st = stats(s);
-	CU_ASSERT(st.segments_compacted > 0 && st.items_moved > 0);
+	CU_ASSERT(st.segments_compacted == 1 && st.items_moved <= 8);
+	CU_ASSERT(shard_check(s) == 0);
+	for (unsigned i = 0; i < 2000; i += 4)
+		CU_ASSERT(holds(s, kname("c%04u", i), i, 0, 200));
+	put(s, SHARD_OP_SET, kname("c%04u", 20), 7, 0, 200, 0);
+	CU_ASSERT(del(s, kname("c%04u", 24)) == SHARD_DELETED);
+	put(s, SHARD_OP_SET, kname("c%04u", 24), 24, 0, 200, 0);
+	CU_ASSERT(holds(s, kname("c%04u", 20), 7, 0, 200));
+	CU_ASSERT(shard_check(s) == 0);
+	put(s, SHARD_OP_SET, kname("c%04u", 20), 20, 0, 200, 0);
+	for (int t = 0; t < 1000; t++)
+		shard_tick(s, 8);
+	st = stats(s);
+	CU_ASSERT(st.segments_compacted > 1 && st.items_moved > 8);
 	CU_ASSERT(st.dead_bytes * 4 <= st.segment_bytes);
 	CU_ASSERT(st.dead_bytes < dead / 2);
 	CU_ASSERT(st.evictions == 0 && st.curr_items == 500);
