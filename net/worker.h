@@ -13,7 +13,8 @@
  * (source, destination) pair is in flight, so the requests one worker sends
  * another are executed in the order they were made. The one exception to
  * "only worker j touches shard j": while j sleeps it lends its shard, and
- * i may serve a get of j's from it itself (enum lend).
+ * i may serve a get of j's, or a set that replaces one of j's items, from
+ * it itself (enum lend).
  *
  * Ownership: struct worker and its connections' memory come from the
  * worker's own mimalloc heap (`heap`), created on the worker's thread;
@@ -84,8 +85,8 @@ struct worker_counters {
 	uint64_t poll_yields;        /* sched_yield calls while an awaited
 					batch was out (worker.c) */
 	uint64_t poll_hits;          /* yield polls that found a completion */
-	uint64_t borrowed;           /* gets it served from another worker's
-					lent shard (worker_borrow) */
+	uint64_t borrowed;           /* gets and sets it served from another
+					worker's lent shard (worker_borrow) */
 	uint64_t parked;             /* batches of direct lines it answered
 					and parked for their home (enum xback)
 					instead of waking it */
@@ -347,19 +348,21 @@ void worker_send_xreq(struct worker *w, uint32_t dst, struct xreq *x);
 
 /*
  * Lending: the owner of a shard lends it while it sleeps, so that a get of
- * one of its keys costs its home no hand-over and the owner no wake-up. The
- * owner sets LEND_FREE just before its wait and takes the shard back
- * (LEND_FREE -> LEND_OWNER) right after; a borrower holds it (LEND_OUT)
- * for one shard_read_lent() call and gives it back. The owner, finding it
- * out, yields until it is back (a get's time). Written by both threads: the
+ * one of its keys, or a set that replaces an item, costs its home no
+ * hand-over and the owner no wake-up. The owner sets LEND_FREE just before
+ * its wait and takes the shard back (LEND_FREE -> LEND_OWNER) right after;
+ * a borrower holds it (LEND_OUT) for one shard_read_lent() or
+ * shard_store_lent() call and gives it back. The owner, finding it out,
+ * spins, then yields, until it is back (a lookup and a copy). Written by both threads: the
  * owner's LEND_FREE and the borrower's give-back release the shard, every
  * taking of it (compare-and-swap) acquires it.
  */
 enum lend { LEND_OWNER, LEND_FREE, LEND_OUT };
 
-/* Worker dst's shard for one get, or NULL: lending is off, dst is awake,
-   another worker has it, or this worker has requests to dst out or queued,
-   which run first (a get never overtakes its connection's earlier store).
+/* Worker dst's shard for one get or set, or NULL: lending is off, dst is
+   awake, another worker has it, or this worker has requests to dst out or
+   queued, which run first (a request never overtakes its connection's
+   earlier one).
    Give it back with worker_give_back() before anything else. */
 struct shard *worker_borrow(struct worker *w, uint32_t dst);
 void worker_give_back(struct worker *w, uint32_t dst);
