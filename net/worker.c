@@ -161,31 +161,13 @@ void worker_give_back(struct worker *w, uint32_t dst)
 			      memory_order_release);
 }
 
-/* A borrower holds the shard for one lookup and copy, a microsecond or
-   two: the owner spins that long before it gives up its CPU, as a yield
-   may hand it to another thread for a whole time slice. */
-#define LEND_SPIN 512
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ volatile("yield");
-#endif
-}
-
 static void take_shard_back(struct worker *w)
 {
 	unsigned free = LEND_FREE;
-	for (unsigned spin = 0; !atomic_compare_exchange_weak_explicit(&w->lend,
-			&free, LEND_OWNER, memory_order_acquire,
-			memory_order_relaxed); spin++) {
+	while (!atomic_compare_exchange_weak_explicit(&w->lend, &free, LEND_OWNER,
+			memory_order_acquire, memory_order_relaxed)) {
 		free = LEND_FREE;
-		if (spin < LEND_SPIN)
-			cpu_relax();
-		else
-			sched_yield();
+		sched_yield();
 	}
 }
 
