@@ -353,7 +353,7 @@ void worker_send_xreq(struct worker *w, uint32_t dst, struct xreq *x);
  * its wait and takes the shard back (LEND_FREE -> LEND_OWNER) right after;
  * a borrower holds it (LEND_OUT) for one shard_read_lent() or
  * shard_store_lent() call and gives it back. The owner, finding it out,
- * spins, then yields, until it is back (a lookup and a copy). Written by both threads: the
+ * yields until it is back (a lookup and a copy). Written by both threads: the
  * owner's LEND_FREE and the borrower's give-back release the shard, every
  * taking of it (compare-and-swap) acquires it.
  */
