@@ -64,6 +64,21 @@ char *arena_copy(struct arena *a, const void *src, size_t n);
    (a value leaving the read buffer for another shard). */
 char *arena_copy_granted(struct arena *a, const void *src, size_t n);
 
+/* Free bytes of the current chunk: an arena_bytes() of up to this many
+   takes no new chunk. */
+static inline size_t arena_room(const struct arena *a)
+{
+	return a->pos ? (size_t)(a->end - a->pos) : 0;
+}
+
+/* Gives back the last n bytes of the latest arena_bytes(), which took at
+   least n: for a caller that took room for the most it might write. */
+static inline void arena_trim(struct arena *a, size_t n)
+{
+	a->pos -= n;
+	a->used -= n;
+}
+
 /* Bytes handed out since the last reset. */
 static inline size_t arena_used(const struct arena *a)
 {

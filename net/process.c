@@ -41,10 +41,12 @@ static const char OOM_REQ[] = "SERVER_ERROR out of memory\r\n";
 
 /* ---- home side: sinks, single ops, reads ------------------------------ */
 
-/* Copies a hit's VALUE line, value and "\r\n" into the output arena. */
+/* Copies a hit's VALUE line, value and "\r\n" into the output arena, and
+   the line's "END\r\n" too when `end` says the key is its last. */
 struct out_sink {
 	struct conn *c;
 	bool with_cas;
+	bool end;
 	char *start;
 	size_t len;
 };
@@ -52,15 +54,30 @@ struct out_sink {
 static char *out_sink(void *ctx, const struct shard_view *v)
 {
 	struct out_sink *s = ctx;
-	char line[PROTO_VALUE_LINE_MAX];
-	size_t n = proto_value_line(line, v, s->with_cas);
-	char *p = arena_bytes(&s->c->out, n + v->vlen + 2);
-	if (!p)
-		return NULL;
-	memcpy(p, line, n);
-	memcpy(p + n + v->vlen, "\r\n", 2);
+	struct arena *a = &s->c->out;
+	size_t tail = s->end ? 7 : 2;
+	size_t n, most = PROTO_VALUE_LINE_MAX + v->vlen + tail;
+	char *p;
+	if (arena_room(a) >= most) {
+		/* The line is written in place: room for the longest one,
+		   and what it did not use given back. */
+		p = arena_bytes(a, most);
+		n = proto_value_line(p, v, s->with_cas);
+		arena_trim(a, PROTO_VALUE_LINE_MAX - n);
+	} else {
+		char line[PROTO_VALUE_LINE_MAX];
+		n = proto_value_line(line, v, s->with_cas);
+		p = arena_bytes(a, n + v->vlen + tail);
+		if (!p)
+			return NULL;
+		memcpy(p, line, n);
+	}
+	if (s->end)
+		memcpy(p + n + v->vlen, "\r\nEND\r\n", 7);
+	else
+		memcpy(p + n + v->vlen, "\r\n", 2);
 	s->start = p;
-	s->len = n + v->vlen + 2;
+	s->len = n + v->vlen + tail;
 	return p + n;
 }
 
@@ -265,6 +282,7 @@ int process_read(struct conn *c, const struct proto_req *r)
 	bool direct = !c->rd_active && !r->more && line_idle(c);
 	struct xreq *xfirst = NULL, *xlast = NULL;
 	uint32_t xdst = 0;
+	bool ended = false; /* the last hit carried the END */
 	uint64_t next = r->nkeys ? shard_hash(r->keys[0].ptr, r->keys[0].len) : 0;
 	for (; i < r->nkeys; i++) {
 		if (i && conn_paused(c))
@@ -285,7 +303,8 @@ int process_read(struct conn *c, const struct proto_req *r)
 		}
 		uint32_t dst = shard_route(q.hash, w->group->nworkers);
 		bool detail = detail_on(&w->group->detail);
-		struct out_sink s = { .c = c, .with_cas = with_cas };
+		struct out_sink s = { .c = c, .with_cas = with_cas,
+				      .end = !r->more && i + 1 == r->nkeys };
 		struct shard_res res;
 		int rc = -EAGAIN;
 		if (dst == w->id) {
@@ -326,13 +345,15 @@ int process_read(struct conn *c, const struct proto_req *r)
 				conn_close(c);
 			return -1;
 		}
-		if (rc == 0 && res.status == SHARD_HIT &&
-		    conn_emit(c, s.start, s.len) < 0) {
-			conn_close(c);
-			return -1;
+		if (rc == 0 && res.status == SHARD_HIT) {
+			if (conn_emit(c, s.start, s.len) < 0) {
+				conn_close(c);
+				return -1;
+			}
+			ended = s.end;
 		}
 	}
-	if (!r->more && conn_emit_lit(c, "END\r\n") < 0)
+	if (!r->more && !ended && conn_emit_lit(c, "END\r\n") < 0)
 		conn_close(c);
 	else if (direct && xlast)
 		make_line(c, xdst, xfirst, xlast);

@@ -652,14 +652,33 @@ enum proto_rc proto_parse(const char *buf, size_t len,
 
 /* ---- composers --------------------------------------------------------- */
 
+/* "00" to "99": two digits a step, so a reply's numbers cost half the
+   divisions (they are a tenth of a get's instructions otherwise). */
+static const char DIGITS2[201] =
+	"00010203040506070809101112131415161718192021222324252627282930313233"
+	"34353637383940414243444546474849505152535455565758596061626364656667"
+	"6869707172737475767778798081828384858687888990919293949596979899";
+
 size_t proto_u64(char *dst, uint64_t v)
 {
-	size_t n = 1;
-	for (uint64_t x = v; x >= 10; x /= 10)
+	if (v < 10) {
+		dst[0] = (char)('0' + v);
+		return 1;
+	}
+	size_t n = 2;
+	for (uint64_t x = v; x >= 100; x /= 10)
 		n++;
-	for (size_t i = n; i > 0; i--) {
-		dst[i - 1] = (char)('0' + v % 10);
-		v /= 10;
+	char *p = dst + n;
+	while (v >= 100) {
+		p -= 2;
+		memcpy(p, &DIGITS2[(v % 100) * 2], 2);
+		v /= 100;
+	}
+	if (v >= 10) {
+		p -= 2;
+		memcpy(p, &DIGITS2[v * 2], 2);
+	} else {
+		*--p = (char)('0' + v);
 	}
 	return n;
 }

@@ -1227,6 +1227,19 @@ static void test_u64(void)
 		CHECK(got[n] == '#', "u64 %" PRIu64 " wrote past", vals[i]);
 	}
 	CU_ASSERT(proto_u64((char[20]){ 0 }, UINT64_MAX) == 20);
+	/* Every digit count, at both of its ends (odd and even lengths take
+	   different last steps). */
+	for (uint64_t p10 = 10; p10 <= UINT64_C(10000000000000000000); p10 *= 10) {
+		for (uint64_t v = p10 - 1; v <= p10 + 1; v++) {
+			char got[24], want[24];
+			size_t n = proto_u64(got, v);
+			int wn = snprintf(want, sizeof(want), "%" PRIu64, v);
+			CHECK(n == (size_t)wn && memcmp(got, want, n) == 0,
+			      "u64 %" PRIu64, v);
+		}
+		if (p10 > UINT64_MAX / 10)
+			break;
+	}
 }
 
 static void test_value_line(void)
