@@ -8,8 +8,11 @@
  * function takes its arguments from the same cursor. Keys of a multi-get are
  * written straight into the caller's key array as they are scanned, and the
  * scan of a token also notes whether it holds a control character, so a key
- * is validated without a second look at its bytes. Nothing is copied and
- * nothing is allocated; every pointer handed back points into `buf`.
+ * is validated without a second look at its bytes. A "get" of one key,
+ * the commonest request, has a shortcut (parse_get1) that gives the same
+ * outcome without the newline's memchr and the command lookup. Nothing is
+ * copied and nothing is allocated; every pointer handed back points into
+ * `buf`.
  *
  * memcached 1.6.18 is the reference for every reply. Where this parser is
  * deliberately stricter or safer, the choice is written next to the code:
@@ -570,12 +573,52 @@ static int lookup(const char *p, size_t n)
 #undef IS
 }
 
+/*
+ * "get <key>\r\n" (or "\n") with one good key, the commonest request,
+ * without the general walk (the newline's memchr, the command lookup,
+ * read_keys): the same outcome in a quarter of the instructions. Anything
+ * else is left to that walk: false.
+ */
+static bool parse_get1(const char *buf, size_t len, struct proto_req *req)
+{
+	if (len < 7 || memcmp(buf, "get ", 4) != 0)
+		return false;
+	const char *k = buf + 4, *p = k;
+	/* A good key and its "\r\n" are all within this bound. */
+	const char *end = len - 4 < SHARD_KEY_MAX + 2 ? buf + len :
+			  k + SHARD_KEY_MAX + 2;
+	uint64_t m = 0;
+	while (!m && end - p >= 8) {
+		uint64_t x;
+		memcpy(&x, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+		x = __builtin_bswap64(x);
+#endif
+		m = stop_bytes(x);
+		p += m ? __builtin_ctzll(m) / 8 : 8;
+	}
+	while (p < end && (unsigned char)*p > 0x20 && *p != 0x7f)
+		p++;
+	size_t klen = (size_t)(p - k);
+	size_t eol = end - p >= 2 && p[0] == '\r' && p[1] == '\n' ? 2 :
+		     p < end && p[0] == '\n' ? 1 : 0;
+	if (!eol || klen == 0 || klen > SHARD_KEY_MAX)
+		return false;
+	req->cmd = PROTO_CMD_GET;
+	set_key(req, &(struct tok){ .p = k, .len = klen });
+	req->checked = true;
+	req->consumed = 4 + klen + eol;
+	return true;
+}
+
 enum proto_rc proto_parse(const char *buf, size_t len,
 			  const struct proto_limits *lim,
 			  struct proto_key *keys, struct proto_req *req)
 {
 	memset(req, 0, sizeof(*req));
 	req->keys = keys;
+	if (parse_get1(buf, len, req))
+		return PROTO_REQ;
 
 	/* A line may hold line_max bytes before its newline. */
 	size_t scan = len <= lim->line_max ? len : lim->line_max + 1;
