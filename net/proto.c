@@ -78,22 +78,11 @@ struct line {
 
 /* ---- scanning ---------------------------------------------------------- */
 
-/* The high bit of every byte of x that is <= 0x20 or 0x7f, exact for the
-   lowest such byte (a borrow may mark a byte above it too). */
-static inline uint64_t stop_bytes(uint64_t x)
-{
-	const uint64_t ones = UINT64_C(0x0101010101010101);
-	const uint64_t highs = ones << 7;
-	uint64_t del = x ^ (ones * 0x7f);
-	return (((x - ones * 0x21) & ~x) | ((del - ones) & ~del)) & highs;
-}
-
 /*
  * Takes the next space-separated token of the line into *t. Returns false at
  * the end of the line. Only ' ' separates tokens, as in memcached; any other
  * byte <= 0x20 (or 0x7f) stays in the token and sets t->ctl (key_ok refuses
- * it in a key). The token is scanned eight bytes at a time while eight
- * bytes of the line are left, for the first byte <= 0x20 or 0x7f.
+ * it in a key).
  */
 __attribute__((always_inline)) /* a call costs as much as a short token */
 static inline bool next_tok(struct line *l, struct tok *t)
@@ -106,19 +95,7 @@ static inline bool next_tok(struct line *l, struct tok *t)
 		return false;
 	}
 	const char *s = p;
-	uint64_t m = 0;
-	while (!m && end - p >= 8) {
-		uint64_t x;
-		memcpy(&x, p, 8);
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-		x = __builtin_bswap64(x); /* p[0] in the low byte */
-#endif
-		m = stop_bytes(x);
-		p += m ? __builtin_ctzll(m) / 8 : 8;
-	}
-	/* The last bytes, fewer than eight (stops at once after a find). */
-	while (p < end && (unsigned char)*p > 0x20 && *p != 0x7f)
-		p++;
+	p += proto_key_span(p, end);
 	t->ctl = p < end && *p != ' ';
 	if (t->ctl) {
 		const char *sp = memchr(p, ' ', (size_t)(end - p));
@@ -587,18 +564,7 @@ static bool parse_get1(const char *buf, size_t len, struct proto_req *req)
 	/* A good key and its "\r\n" are all within this bound. */
 	const char *end = len - 4 < SHARD_KEY_MAX + 2 ? buf + len :
 			  k + SHARD_KEY_MAX + 2;
-	uint64_t m = 0;
-	while (!m && end - p >= 8) {
-		uint64_t x;
-		memcpy(&x, p, 8);
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-		x = __builtin_bswap64(x);
-#endif
-		m = stop_bytes(x);
-		p += m ? __builtin_ctzll(m) / 8 : 8;
-	}
-	while (p < end && (unsigned char)*p > 0x20 && *p != 0x7f)
-		p++;
+	p += proto_key_span(p, end);
 	size_t klen = (size_t)(p - k);
 	size_t eol = end - p >= 2 && p[0] == '\r' && p[1] == '\n' ? 2 :
 		     p < end && p[0] == '\n' ? 1 : 0;

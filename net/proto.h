@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "shard/shard.h"
 
@@ -68,6 +69,39 @@ struct proto_limits {
 			      call for a get/gets/gat/gats line, which
 			      streams (see proto_parse_more) */
 };
+
+/* The high bit of every byte of x that is <= 0x20 or 0x7f, exact for the
+   lowest such byte (a borrow may mark a byte above it too). */
+static inline uint64_t proto__stop_bytes(uint64_t x)
+{
+	const uint64_t ones = UINT64_C(0x0101010101010101);
+	const uint64_t highs = ones << 7;
+	uint64_t del = x ^ (ones * 0x7f);
+	return (((x - ones * 0x21) & ~x) | ((del - ones) & ~del)) & highs;
+}
+
+/* How many bytes from p on come before the first byte <= 0x20 or 0x7f
+   (what ends a key: ' ', '\r', '\n', a control byte), end - p if none
+   does; eight bytes at a time while eight are left. Inline: it is the
+   parser's inner loop. */
+static inline size_t proto_key_span(const char *p, const char *end)
+{
+	const char *s = p;
+	uint64_t m = 0;
+	while (!m && end - p >= 8) {
+		uint64_t x;
+		memcpy(&x, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+		x = __builtin_bswap64(x); /* p[0] in the low byte */
+#endif
+		m = proto__stop_bytes(x);
+		p += m ? __builtin_ctzll(m) / 8 : 8;
+	}
+	/* The last bytes, fewer than eight (stops at once after a find). */
+	while (p < end && (unsigned char)*p > 0x20 && *p != 0x7f)
+		p++;
+	return (size_t)(p - s);
+}
 
 enum proto_rc {
 	PROTO_REQ,       /* a complete request in *req */
