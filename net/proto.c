@@ -674,6 +674,14 @@ size_t proto_u64(char *dst, uint64_t v)
 		dst[0] = (char)('0' + v);
 		return 1;
 	}
+	if (v < 1000) { /* most flags and value lengths */
+		uint32_t x = (uint32_t)v;
+		size_t n = x < 100 ? 2 : 3;
+		if (n == 3)
+			dst[0] = (char)('0' + x / 100);
+		memcpy(dst + n - 2, &DIGITS2[(x % 100) * 2], 2);
+		return n;
+	}
 	size_t n = 2;
 	for (uint64_t x = v; x >= 100; x /= 10)
 		n++;
@@ -697,7 +705,16 @@ size_t proto_value_line(char *dst, const struct shard_view *v, bool with_cas)
 	char *p = dst;
 	memcpy(p, "VALUE ", 6);
 	p += 6;
-	memcpy(p, v->key, v->klen);
+	if (v->klen >= 8 && v->klen <= 16) {
+		/* Two words that overlap, not a call: most keys. */
+		uint64_t a, b;
+		memcpy(&a, v->key, 8);
+		memcpy(&b, v->key + v->klen - 8, 8);
+		memcpy(p, &a, 8);
+		memcpy(p + v->klen - 8, &b, 8);
+	} else {
+		memcpy(p, v->key, v->klen);
+	}
 	p += v->klen;
 	*p++ = ' ';
 	p += proto_u64(p, v->flags);

@@ -1331,6 +1331,21 @@ static void test_value_line(void)
 		 (int)SHARD_KEY_MAX, key, UINT32_MAX, UINT32_MAX, UINT64_MAX);
 	CU_ASSERT(memcmp(out, want, n) == 0);
 
+	/* Every key length (short keys are copied as two words), with
+	   distinct bytes so that a misplaced byte shows. */
+	for (size_t kl = 1; kl <= SHARD_KEY_MAX; kl++) {
+		for (size_t j = 0; j < kl; j++)
+			key[j] = (char)('a' + j % 26);
+		v = (struct shard_view){ .key = key, .klen = (uint8_t)kl,
+					 .flags = 7, .vlen = 100 };
+		char w[PROTO_VALUE_LINE_MAX + 1];
+		int wn = snprintf(w, sizeof(w), "VALUE %.*s 7 100\r\n", (int)kl, key);
+		memset(out, '#', sizeof(out));
+		n = proto_value_line(out, &v, false);
+		CHECK(n == (size_t)wn && memcmp(out, w, n) == 0 && out[n] == '#',
+		      "value line, key of %zu", kl);
+	}
+
 	/* Random views against snprintf. */
 	uint64_t seed = 99;
 	for (int i = 0; i < 2000; i++) {
