@@ -556,7 +556,8 @@ static int lookup(const char *p, size_t n)
  * read_keys): the same outcome in a quarter of the instructions. Anything
  * else is left to that walk: false.
  */
-static bool parse_get1(const char *buf, size_t len, struct proto_req *req)
+static bool parse_get1(const char *buf, size_t len,
+		       const struct proto_limits *lim, struct proto_req *req)
 {
 	if (len < 7 || memcmp(buf, "get ", 4) != 0)
 		return false;
@@ -568,7 +569,9 @@ static bool parse_get1(const char *buf, size_t len, struct proto_req *req)
 	size_t klen = (size_t)(p - k);
 	size_t eol = end - p >= 2 && p[0] == '\r' && p[1] == '\n' ? 2 :
 		     p < end && p[0] == '\n' ? 1 : 0;
-	if (!eol || klen == 0 || klen > SHARD_KEY_MAX)
+	/* The walk streams a line whose newline is past line_max. */
+	if (!eol || klen == 0 || klen > SHARD_KEY_MAX ||
+	    4 + klen + eol > lim->line_max + 1)
 		return false;
 	req->cmd = PROTO_CMD_GET;
 	set_key(req, &(struct tok){ .p = k, .len = klen });
@@ -583,7 +586,7 @@ enum proto_rc proto_parse(const char *buf, size_t len,
 {
 	memset(req, 0, sizeof(*req));
 	req->keys = keys;
-	if (parse_get1(buf, len, req))
+	if (parse_get1(buf, len, lim, req))
 		return PROTO_REQ;
 
 	/* A line may hold line_max bytes before its newline. */

@@ -961,6 +961,7 @@ static void test_key_length(void)
  */
 static void test_get_shortcut(void)
 {
+
 	static const char *const ends[] = { "\r\n", "\n", "\r", "", "\r\r\n",
 					    "\r\nget x\r\n", "\nset" };
 	static const int ctl[] = { -1, '\t', '\r', 0x7f, 0 };
@@ -1010,6 +1011,30 @@ static void test_get_shortcut(void)
 		}
 		parse_free(&pa);
 		parse_free(&pb);
+	}
+
+	/* Under a line limit shorter than the line (the fuzzer's limits;
+	   the daemon's is at least 1k) the walk streams the line: the
+	   shortcut must not take it whole. */
+	static const struct proto_limits short_lim = {
+		.line_max = 16, .item_max = 64, .keys_max = 1,
+	};
+	for (size_t kl = 1; kl <= 20; kl++) {
+		memset(key, 'k', kl);
+		size_t na = (size_t)snprintf(a, sizeof(a), "get %.*s\r\n", (int)kl, key);
+		struct parse pa;
+		parse_run(&pa, a, na, &short_lim);
+		if (na <= short_lim.line_max + 1)
+			CHECK(pa.rc == PROTO_REQ && !pa.req.more &&
+			      pa.req.consumed == na && pa.req.nkeys == 1,
+			      "key of %zu under line_max 16: whole", kl);
+		else
+			CHECK(pa.rc == PROTO_REQ && pa.req.more &&
+			      pa.req.nkeys == 0 && pa.req.consumed == 3,
+			      "key of %zu under line_max 16: streamed (rc %d, "
+			      "more %d, %u keys, consumed %zu)", kl, pa.rc,
+			      pa.req.more, pa.req.nkeys, pa.req.consumed);
+		parse_free(&pa);
 	}
 }
 
