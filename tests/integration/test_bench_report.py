@@ -1,7 +1,7 @@
 """scripts/bench_report.py on results written here: the medians and ratios,
 the context-switch table, the instruction table, the bounds printed under a
-missed target, results from before the switch columns, and the exit status
-on runs with errors.
+missed target, the floor target's best rounds, results from before the
+switch columns, and the exit status on runs with errors.
 """
 import os
 import subprocess
@@ -82,6 +82,25 @@ def test_switches_insns_and_bounds(tmp_path):
     # a met target has no bounds line under it
     j = t.index(p1)
     assert not t[j + 1].strip().startswith("bounds:"), t
+
+
+def test_floor_best_rounds(tmp_path):
+    """The floor target's line also gives best round against best round,
+    which the medians hide when the servers' rounds fall in different
+    modes."""
+    rows = []
+    for rnd, fl_cpu in ((1, 0.40), (2, 0.40), (3, 0.30)):
+        rows += [row("ringcached", "get90-100B-P16", 2000000, 0.044, rnd=rnd),
+                 row("memcached", "get90-100B-P16", 300000, 0.45, rnd=rnd),
+                 row("floor", "get90-100B-P16", 3000000, fl_cpu / 10, rnd=rnd)]
+    res = tmp_path / "results.tsv"
+    write(res, OLD, rows)
+    rc, out = report(res)
+    assert rc == 0, out
+    t = lines_after(out, "targets")
+    line = next(l for l in t if "get90-100B-P16: server CPU/request" in l)
+    assert "1.100x the floor's <= 1.1 (best round against best round 1.467x)" in line, line
+    assert line.split()[0] == "met"
 
 
 def test_results_without_switch_columns(tmp_path):
