@@ -739,9 +739,14 @@ void conn_on_send(struct conn *c, int res)
 
 /* ---- segments --------------------------------------------------------- */
 
+/* A new segment at the queue's end. The first of an empty queue is seg0:
+   nothing points at a segment once it has left the queue (a pending one
+   never leaves before it is filled), so seg0 is free whenever the queue is
+   empty, and a request answered alone lends no arena chunk for it. */
 static struct conn_seg *seg_append(struct conn *c)
 {
-	struct conn_seg *s = arena_alloc(&c->arena, sizeof(*s));
+	struct conn_seg *s = c->seg_head ? arena_alloc(&c->arena, sizeof(*s))
+					 : &c->seg0;
 	if (!s)
 		return NULL;
 	memset(s, 0, sizeof(*s));

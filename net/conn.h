@@ -113,6 +113,8 @@ struct conn {
 	struct arena out;           /* response bytes, back to back */
 	struct conn_seg *seg_head, *seg_tail;
 	size_t seg_sent;            /* bytes of seg_head already sent */
+	struct conn_seg seg0;       /* the segment an empty queue starts with:
+				       a lone reply takes no chunk of `arena` */
 
 	struct conn_sendv *sendv;   /* lent while a sendmsg is in flight */
 	int64_t send_ms;            /* when the send in flight started
