@@ -12,6 +12,9 @@ and the daemon-wide budget for bytes buffered for requests in flight
 - A client that pipelines gets of large values and never reads stops being
   read from, and is closed once the budget runs out while it holds more
   than its share; the others are served meanwhile.
+- A get answered alone whose client does not read holds its reply's bytes
+  and no block of the request arena (the queue's first segment is the
+  connection's own); the client then reads it whole.
 - -o conn_mem_max= parsing, its default, `stats settings`, and the stats
   lines conn_buffer_bytes / conn_buffer_refused / conn_slow_closed moving.
 
@@ -306,6 +309,40 @@ def test_slow_reader_paused_then_closed(server_factory, threads):
     st = wait_stat(c, "curr_connections", lambda v: v == 1)
     assert int(st["conn_buffer_refused"]) >= 1
     c.close()
+
+
+LONE_LEN = 24 * MIB  # more than the socket buffers on both sides hold
+
+
+def test_lone_reply_holds_only_its_own_bytes(server_factory):
+    """A get answered alone, whose client does not read, holds its reply's
+    bytes and no more: the reply's segment is the connection's own
+    (net/conn.c, seg0), not a block of the request arena (one block more,
+    16384 bytes, before). Then the client reads it whole."""
+    s = server_factory("-I", "32m", "-m", "256", threads=1)
+    c = Conn(s.connect())
+    val = bytes(range(251)) * (LONE_LEN // 251)
+    assert c.cmd(b"set lone 0 0 %d\r\n%s\r\n" % (len(val), val)) == "STORED"
+    # What the stats request itself holds while it is answered, and the
+    # pooled blocks' churn, are the same in both readings.
+    b0 = int(c.stats()["conn_buffer_bytes"])
+    slow = s.connect()
+    try:
+        slow.sendall(b"get lone\r\n")
+        st = wait_stat(c, "conn_buffer_bytes", lambda v: v - b0 >= len(val))
+        held = int(st["conn_buffer_bytes"]) - b0
+        line = b"VALUE lone 0 %d\r\n" % len(val)
+        assert held < len(line) + len(val) + 7 + 1024, held
+        got = bytearray()
+        want = len(line) + len(val) + len(b"\r\nEND\r\n")
+        while len(got) < want:
+            chunk = slow.recv(1 << 20)
+            assert chunk, "closed after %d bytes" % len(got)
+            got += chunk
+        assert bytes(got) == line + val + b"\r\nEND\r\n"
+    finally:
+        slow.close()
+    wait_stat(c, "conn_buffer_bytes", lambda v: v <= b0)
 
 
 # ---- the flag and the stats -------------------------------------------------
