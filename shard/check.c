@@ -62,10 +62,15 @@ static int check_seg(struct shard *s, struct seg *g, size_t *items,
 				      g->id, off);
 				live += (uint32_t)size;
 				n++;
-				if (h.exptime)
+				if (h.exptime) {
 					CHECK(g->exp_max >= h.exptime,
 					      "seg %u: exp_max %u < item's %u",
 					      g->id, g->exp_max, h.exptime);
+					CHECK(g->exp_min <= h.exptime &&
+					      s->exp_min <= h.exptime,
+					      "seg %u off %u: exptime %u before the bounds %u (segment), %u (shard)",
+					      g->id, off, h.exptime, g->exp_min, s->exp_min);
+				}
 				else
 					CHECK(g->exp_max == UINT32_MAX,
 					      "seg %u: an item never expires, exp_max %u",

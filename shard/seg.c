@@ -85,6 +85,7 @@ static void seg_reset(struct seg *g)
 {
 	g->next = g->prev = NULL;
 	g->used = g->live = g->items = g->exp_max = 0;
+	g->exp_min = UINT32_MAX;
 	g->queue = SEG_NONE;
 	g->open = false;
 }

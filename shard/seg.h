@@ -61,6 +61,8 @@ struct seg {
 	uint32_t items;          /* how many of them */
 	uint32_t exp_max;        /* latest exptime of its items; UINT32_MAX if
 				    one never expires; 0 if empty */
+	uint32_t exp_min;        /* no item written to it expires before
+				    this; UINT32_MAX if none has an exptime */
 	uint8_t queue;           /* enum seg_queue; SEG_NONE if unlinked */
 	bool open;               /* the open segment of its queue */
 	bool dedicated;          /* one large item, sized for it */
@@ -157,6 +159,8 @@ static inline void seg_live_add(struct segstore *st, struct seg *g,
 	uint32_t e = exptime ? exptime : UINT32_MAX;
 	if (e > g->exp_max)
 		g->exp_max = e;
+	if (e < g->exp_min)
+		g->exp_min = e;
 }
 
 static inline void seg_live_sub(struct segstore *st, struct seg *g, size_t n)

@@ -747,6 +747,68 @@ static void test_sweep(void)
 	shard_destroy(s);
 }
 
+/* Ticks until the sweep's pass ends (bounded); false if none was running. */
+static bool sweep_pass(struct shard *s)
+{
+	if (!shard_tick(s, 4))
+		return false;
+	int guard = 0;
+	while (shard_tick(s, 4) && guard++ < 100000)
+		;
+	return true;
+}
+
+/* The sweep passes only when an item may have expired (a segment's
+   bound, exp_min, has come) or after a flush; every way an exptime comes
+   (a store, a touch in place, a lent set) lowers the bound. */
+static struct shard *no_exptimes(void)
+{
+	struct shard *s = mk(1 << 22, 1024, false);
+	char key[16];
+	for (int i = 0; i < 3000; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		CU_ASSERT(set(s, key, "v") == SHARD_STORED);
+	}
+	shard_set_time(s, NOW + 1);
+	CU_ASSERT(!shard_tick(s, 4)); /* nothing can expire: no pass */
+	return s;
+}
+
+static void test_sweep_gated(void)
+{
+	/* a touch that lowers an exptime in place */
+	struct shard *s = no_exptimes();
+	CU_ASSERT(store(s, SHARD_OP_SET, "t", "v", 0, 100) == SHARD_STORED);
+	CU_ASSERT(simple(s, SHARD_OP_TOUCH, "t", 3) == SHARD_TOUCHED);
+	shard_set_time(s, NOW + 3);
+	CU_ASSERT(!shard_tick(s, 4));
+	shard_set_time(s, NOW + 4);
+	CU_ASSERT(sweep_pass(s));
+	CU_ASSERT(stats(s).reclaimed == 1 && stats(s).curr_items == 3000);
+	CU_ASSERT(shard_check(s) == 0);
+	shard_destroy(s);
+	/* a lent set of an existing key */
+	s = no_exptimes();
+	CU_ASSERT(lent_set(s, NOW + 1, "k7", "w", 0, 2) == SHARD_STORED);
+	shard_set_time(s, NOW + 2);
+	CU_ASSERT(!shard_tick(s, 4));
+	shard_set_time(s, NOW + 3);
+	CU_ASSERT(sweep_pass(s));
+	CU_ASSERT(stats(s).reclaimed == 1 && stats(s).curr_items == 2999);
+	CU_ASSERT(shard_check(s) == 0);
+	shard_destroy(s);
+	/* a delayed flush; then nothing is left that can expire */
+	s = no_exptimes();
+	shard_flush(s, 1);
+	CU_ASSERT(!shard_tick(s, 4));
+	shard_set_time(s, NOW + 2);
+	CU_ASSERT(sweep_pass(s));
+	CU_ASSERT(stats(s).curr_items == 0);
+	shard_set_time(s, NOW + 3);
+	CU_ASSERT(!shard_tick(s, 4));
+	shard_destroy(s);
+}
+
 /* cache_memlimit: a lower limit evicts down to it at once. */
 static void test_set_limit(void)
 {
@@ -891,6 +953,7 @@ int test_shard_register(void)
 		{ "flush now", test_flush_now },
 		{ "flush delayed", test_flush_delayed },
 		{ "expiry sweep", test_sweep },
+		{ "expiry sweep only when due", test_sweep_gated },
 		{ "stats and reset", test_stats },
 		{ "set limit at run time", test_set_limit },
 		{ "dump walk", test_dump },
