@@ -387,14 +387,16 @@ def test_eject_and_return(proxy, daemons, monkeypatch):
         assert not (set(got) & on_victim)
         assert set(got) == set(keys) - on_victim
         assert all(got[k] == (0, value(k).encode()) for k in got)
-        # Fresh keys spread over all three again.
+        # Fresh keys spread over all three again: the restarted daemon, on
+        # its old port and so on its old ketama points, takes about the
+        # share it had (a fixed fraction failed when the ports gave it 15 %).
         new = ["ret2:%d" % j for j in range(3000)]
         set_many(c, {k: value(k) for k in new})
         got = {}
         for at in range(0, len(new), 900):
             got.update(c.get_values("get %s\r\n" % " ".join(new[at:at + 900])))
         assert got == {k: (0, value(k).encode()) for k in new}
-        assert len(held_by(back, new)) > 0.15 * len(new)
+        assert len(held_by(back, new)) > len(on_victim) / 2, len(on_victim)
         c.close()
     finally:
         rc, out = back.stop()
