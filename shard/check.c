@@ -70,11 +70,11 @@ static int check_seg(struct shard *s, struct seg *g, size_t *items,
 					      s->exp_min <= h.exptime,
 					      "seg %u off %u: exptime %u before the bounds %u (segment), %u (shard)",
 					      g->id, off, h.exptime, g->exp_min, s->exp_min);
-				}
-				else
+				} else {
 					CHECK(g->exp_max == UINT32_MAX,
 					      "seg %u: an item never expires, exp_max %u",
 					      g->id, g->exp_max);
+				}
 			}
 		}
 		off += (uint32_t)size;

@@ -989,8 +989,8 @@ static uint32_t segs_exp_min(const struct shard *s)
  * expired and flushed items. It starts at most once per clock second, and
  * only when an item may have expired (the clock has reached exp_min) or a
  * flush came since the last pass began: a pass reads every item's header,
- * a cache miss each, which at 3M items cost 8 % of the CPU per request
- * when it ran every second whatever the items' exptimes. exp_min is
+ * a cache miss each, which at 3M items cost 8-18 % of the CPU per
+ * request when it ran every second whatever the items' exptimes. exp_min is
  * lowered by every write of an exptime (note_exptime) and recomputed from
  * the segments' own bounds when a pass ends; not from the items the pass
  * saw, since a remove behind its cursor can shift an entry it has not
