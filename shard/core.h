@@ -148,12 +148,10 @@ static inline enum item_state state_of(const struct shard *s,
 	return ITEM_LIVE;
 }
 
-/* An item of segment g now expires at e (absolute s, 0 never): the
-   bounds the sweep starts by. */
-static inline void note_exptime(struct shard *s, struct seg *g, uint32_t e)
+/* An item now expires at e (absolute s, 0 never): the bound the sweep
+   starts by (its segment's own, exp_min, is kept by seg_live_add). */
+static inline void note_exptime(struct shard *s, uint32_t e)
 {
-	if (e && e < g->exp_min)
-		g->exp_min = e;
 	if (e && e < s->exp_min)
 		s->exp_min = e;
 }

@@ -182,7 +182,7 @@ static int place(struct shard *s, enum seg_queue q, uint64_t hash,
 		ghost_grow(&s->ghost, s->st.curr_items);
 	}
 	seg_live_add(&s->seg, g, n, h->exptime);
-	note_exptime(s, g, h->exptime);
+	note_exptime(s, h->exptime);
 	s->frag_due += n > s->seg.large ? n : 0;
 	if (s->frag_due >= frag_step(s))
 		shard__frag_measure(s);
@@ -308,10 +308,12 @@ static void set_exptime(struct shard *s, const struct shard_req *req,
 	}
 	if (f->h.bits & ITEM_HAS_EXP) {
 		item_set_exptime(f->p, (uint32_t)e);
-		note_exptime(s, f->g, (uint32_t)e);
+		note_exptime(s, (uint32_t)e);
 		uint32_t m = e ? (uint32_t)e : UINT32_MAX;
 		if (m > f->g->exp_max)
 			f->g->exp_max = m;
+		if (m < f->g->exp_min)
+			f->g->exp_min = m;
 		return;
 	}
 	if (!e)
@@ -939,7 +941,7 @@ int shard_store_lent(struct shard *s, int64_t now, const struct shard_req *req,
 	table_move(old.slot, table_loc(g->id, off));
 	seg_live_sub(&s->seg, old.g, old.size);
 	seg_live_add(&s->seg, g, n, h.exptime);
-	note_exptime(s, g, h.exptime);
+	note_exptime(s, h.exptime);
 	s->st.cmd_set++;
 	store_done(s, req, res, &h);
 	return 0;
