@@ -17,7 +17,8 @@
 # mostly measures the queue a faster server lets the generator build. For
 # every run it records the generator's requests/s, p50/p99/p99.9 and the
 # server's CPU time
-# (utime + stime from /proc/PID/stat, read before and after), and the
+# (utime + stime from /proc/PID/stat, read before and after, and each of
+# the two: user and kernel time), and the
 # steal time of the machine during the run (/proc/stat: time the hypervisor
 # ran something else while this machine's CPUs had work; on a shared host
 # it comes in bursts of tens of milliseconds and puts them into every tail
@@ -192,7 +193,7 @@ free_port() {
 	"$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# cpu_ticks PID: utime + stime in clock ticks (fields 14 and 15; the
+# cpu_ticks PID: "utime stime" in clock ticks (fields 14 and 15; the
 # command name in field 2 may hold spaces, so count from its ')').
 cpu_ticks() {
 	local stat
@@ -200,7 +201,7 @@ cpu_ticks() {
 	stat=${stat##*) }
 	# shellcheck disable=SC2086
 	set -- $stat
-	echo $((${12} + ${13}))
+	echo "${12} ${13}"
 }
 
 # ctx_switches PID: "voluntary involuntary" context switches of all the
@@ -275,7 +276,7 @@ start_floors() {
 
 mkdir -p "$OUT"
 RESULTS=$OUT/results.tsv
-printf 'threads\tmode\trate\tworkload\tserver\tround\trps\tp50_us\tp99_us\tserver_cpu_s\trequests\terrors\twrong\tlg_cpu_s\tp999_us\tsteal_ms\ttries\tvcs\tivcs\n' >"$RESULTS"
+printf 'threads\tmode\trate\tworkload\tserver\tround\trps\tp50_us\tp99_us\tserver_cpu_s\trequests\terrors\twrong\tlg_cpu_s\tp999_us\tsteal_ms\ttries\tvcs\tivcs\tuser_s\tsys_s\n' >"$RESULTS"
 TCK=$(getconf CLK_TCK)
 
 # run_one T WORKLOAD_NAME ARGS SERVER_LABEL PID PORT ROUND [RATE FRACTION]
@@ -308,13 +309,14 @@ run_one() {
 import json, sys
 t, mode, rate, name, label, rnd, c0, c1, tck, steal, tries, x0, x1, raw = sys.argv[1:]
 d = json.loads(raw)
-cpu = (int(c1) - int(c0)) / int(tck)
+user, sys_ = ((int(b) - int(a)) / int(tck) for a, b in zip(c0.split(), c1.split()))
+cpu = user + sys_
 cs = [int(b) - int(a) for a, b in zip(x0.split(), x1.split())]
 lat = d["latency_us"]["all"]
 print("\t".join(str(x) for x in (t, mode, rate, name, label, rnd, round(d["rps"], 1),
       lat["p50"], lat["p99"], round(cpu, 3), d["requests"], d["errors"],
       d["wrong_values"], round(d["cpu_user_s"] + d["cpu_sys_s"], 3), lat["p999"],
-      steal, tries, *cs)))
+      steal, tries, *cs, round(user, 3), round(sys_, 3))))
 EOF
 )
 			best_steal=$steal

@@ -3,10 +3,12 @@
 
 Reads the tab-separated results bench.sh wrote (one line per run: threads,
 mode, rate, workload, server, round, rps, p50_us, p99_us, server_cpu_s,
-requests, errors, wrong, lg_cpu_s, p999_us, steal_ms, tries, vcs, ivcs; mode
-is closed or open@FRACTION; vcs and ivcs are the server's voluntary and
-involuntary context switches during the run, summed over its threads from
-/proc/PID/task/*/status; older files without them are read too), and
+requests, errors, wrong, lg_cpu_s, p999_us, steal_ms, tries, vcs, ivcs,
+user_s, sys_s; mode is closed or open@FRACTION; vcs and ivcs are the
+server's voluntary and involuntary context switches during the run, summed
+over its threads from /proc/PID/task/*/status; user_s and sys_s split
+server_cpu_s into user and kernel time; older files without the last four
+are read too), and
 optionally the instruction pass's insns.tsv (server, workload, callgrind
 instructions per request at -t 1), and prints, for each -t value, tables of medians over the rounds, each with the ratio ringcached /
 memcached and, when the run had the network floor (rc-floor, server
@@ -130,14 +132,20 @@ def switch_table(workloads):
 
 
 def bounds(s, insns=None):
-    """What bounds a missed target: per server, CPU per request, context
-    switches per request, steal, and callgrind's instructions per request
-    when insns ({server: instructions}) has them."""
+    """What bounds a missed target: per server, CPU per request (split into
+    user and kernel time when the results have it: against the floor, the
+    kernel's part is the network's cost and the user part the server's own
+    work), context switches per request, steal, and callgrind's
+    instructions per request when insns ({server: instructions}) has them."""
     parts = []
     for k, n in SHORT:
         if not s[k]:
             continue
         p = f"{n} {cpu_per_mreq(s[k]):.2f} us CPU/req"
+        if s[k][0].get("user_s"):
+            user, kern = (statistics.median(per_mreq(r[c], r["requests"]) for r in s[k])
+                          for c in ("user_s", "sys_s"))
+            p += f" (user {user:.2f} + sys {kern:.2f})"
         sw = switches(s[k])
         if sw:
             p += f", {sw[0]:.2f} vol + {sw[1]:.2f} invol switches/req"

@@ -11,9 +11,11 @@ REPORT = os.path.join(ROOT, "scripts", "bench_report.py")
 OLD = ("threads mode rate workload server round rps p50_us p99_us server_cpu_s requests "
        "errors wrong lg_cpu_s p999_us steal_ms tries").split()
 NEW = OLD + ["vcs", "ivcs"]
+SPLIT = NEW + ["user_s", "sys_s"]
 
 
-def row(server, workload, rps, cpu_s, vcs=None, ivcs=None, errors=0, rnd=1):
+def row(server, workload, rps, cpu_s, vcs=None, ivcs=None, errors=0, rnd=1,
+        user_s=None):
     r = {"threads": "1", "mode": "closed", "rate": "0", "workload": workload,
          "server": server, "round": str(rnd), "rps": str(rps), "p50_us": "40",
          "p99_us": "100", "server_cpu_s": str(cpu_s), "requests": "100000",
@@ -21,6 +23,8 @@ def row(server, workload, rps, cpu_s, vcs=None, ivcs=None, errors=0, rnd=1):
          "steal_ms": "7", "tries": "1"}
     if vcs is not None:
         r.update(vcs=str(vcs), ivcs=str(ivcs))
+    if user_s is not None:
+        r.update(user_s=str(user_s), sys_s=str(round(cpu_s - user_s, 6)))
     return r
 
 
@@ -51,11 +55,18 @@ def test_switches_insns_and_bounds(tmp_path):
                  row("memcached", "get90-100B", 200000, 0.60, 90000, 500, rnd=rnd),
                  row("floor", "get90-100B", 260000, 0.40, 100, 0, rnd=rnd)]
         # P16: 0.06 against the floor's 0.04 = 1.5x: missed.
-        rows += [row("ringcached", "get90-100B-P16", 2000000, 0.06, 300, 40, rnd=rnd),
-                 row("memcached", "get90-100B-P16", 300000, 0.45, 6000, 600, rnd=rnd),
-                 row("floor", "get90-100B-P16", 3000000, 0.04, 100, 0, rnd=rnd)]
+        # The same kernel time (0.035 s), so the gap is user time.
+        rows += [row("ringcached", "get90-100B-P16", 2000000, 0.06, 300, 40, rnd=rnd,
+                     user_s=0.025),
+                 row("memcached", "get90-100B-P16", 300000, 0.45, 6000, 600, rnd=rnd,
+                     user_s=0.15),
+                 row("floor", "get90-100B-P16", 3000000, 0.04, 100, 0, rnd=rnd,
+                     user_s=0.005)]
+    for r in rows:
+        r.setdefault("user_s", "0.1")
+        r.setdefault("sys_s", "0.3")
     res = tmp_path / "results.tsv"
-    write(res, NEW, rows)
+    write(res, SPLIT, rows)
     ins = tmp_path / "insns.tsv"
     ins.write_text("server\tworkload\tinsns\n"
                    "ringcached\tget90-100B\t2200\nmemcached\tget90-100B\t2900\n"
@@ -76,8 +87,9 @@ def test_switches_insns_and_bounds(tmp_path):
     assert t[i].split()[0] == "MISSED"
     b = t[i + 1]
     assert b.split()[0] == "bounds:", t
-    assert "rc 0.60 us CPU/req, 0.00 vol + 0.00 invol switches/req, steal 7 ms, " \
-           "1450 instructions/req" in b, b
+    assert "rc 0.60 us CPU/req (user 0.25 + sys 0.35), 0.00 vol + 0.00 invol " \
+           "switches/req, steal 7 ms, 1450 instructions/req" in b, b
+    assert "fl 0.40 us CPU/req (user 0.05 + sys 0.35)" in b, b
     assert "fl 0.40 us CPU/req" in b and "390 instructions/req" in b, b
     # a met target has no bounds line under it
     j = t.index(p1)
