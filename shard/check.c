@@ -67,9 +67,9 @@ static int check_seg(struct shard *s, struct seg *g, size_t *items,
 					      "seg %u: exp_max %u < item's %u",
 					      g->id, g->exp_max, h.exptime);
 					CHECK(g->exp_min <= h.exptime &&
-					      s->exp_min <= h.exptime,
+					      s->seg.exp_min <= h.exptime,
 					      "seg %u off %u: exptime %u before the bounds %u (segment), %u (shard)",
-					      g->id, off, h.exptime, g->exp_min, s->exp_min);
+					      g->id, off, h.exptime, g->exp_min, s->seg.exp_min);
 				} else {
 					CHECK(g->exp_max == UINT32_MAX,
 					      "seg %u: an item never expires, exp_max %u",

@@ -42,10 +42,6 @@ struct shard {
 	size_t sweep_cursor;
 	bool sweep_active;
 	int64_t sweep_started; /* clock of the last sweep pass's start */
-	uint32_t exp_min;      /* no live item expires before this (absolute
-				  s; UINT32_MAX: none has an exptime): a
-				  sweep pass starts only once the clock
-				  reaches it, or after a flush */
 	uint64_t swept_flush_seq; /* flush_seq when the last pass began */
 	uint32_t expire_cursor;/* next segment id the expiry pass looks at;
 				  0 between passes */
@@ -146,14 +142,6 @@ static inline enum item_state state_of(const struct shard *s,
 	if (h->exptime && (int64_t)h->exptime <= s->now)
 		return ITEM_EXPIRED;
 	return ITEM_LIVE;
-}
-
-/* An item now expires at e (absolute s, 0 never): the bound the sweep
-   starts by (its segment's own, exp_min, is kept by seg_live_add). */
-static inline void note_exptime(struct shard *s, uint32_t e)
-{
-	if (e && e < s->exp_min)
-		s->exp_min = e;
 }
 
 /* Counts an item that leaves because it expired (memcached's reclaimed). */

@@ -13,7 +13,19 @@ void seg_init(struct segstore *st, heap_t *heap, uint32_t seg_size,
 	      uint32_t large)
 {
 	*st = (struct segstore){ .heap = heap, .seg_size = seg_size,
-				 .large = large, .id_next = 1 };
+				 .large = large, .id_next = 1,
+				 .exp_min = UINT32_MAX };
+}
+
+void seg_recount_exp_min(struct segstore *st)
+{
+	uint32_t m = UINT32_MAX;
+	for (uint32_t id = 1; id < st->id_next; id++) {
+		const struct seg *g = st->byid[id];
+		if (g && g->items && g->exp_min < m)
+			m = g->exp_min;
+	}
+	st->exp_min = m;
 }
 
 void seg_trim(struct segstore *st, uint32_t keep)

@@ -95,6 +95,10 @@ struct segstore {
 	size_t used;             /* sum of `used` of segments in queues */
 	size_t live;             /* sum of `live` of segments in queues */
 	size_t ids_bytes;        /* heap bytes of byid + free_ids */
+	uint32_t exp_min;        /* no live item expires before this:
+				    lowered with every segment's, recounted
+				    by seg_recount_exp_min; UINT32_MAX if
+				    none has an exptime */
 };
 
 /* Prepares an empty store; allocates nothing yet. */
@@ -148,6 +152,24 @@ static inline char *seg_bump(struct segstore *st, struct seg *g, size_t n,
 	return g->data + *off;
 }
 
+/* An item in g now expires at exptime (0 never): widens g's bounds and
+   lowers the store's. */
+static inline void seg_note_exptime(struct segstore *st, struct seg *g,
+				    uint32_t exptime)
+{
+	uint32_t e = exptime ? exptime : UINT32_MAX;
+	if (e > g->exp_max)
+		g->exp_max = e;
+	if (e < g->exp_min)
+		g->exp_min = e;
+	if (e < st->exp_min)
+		st->exp_min = e;
+}
+
+/* Sets the store's exp_min to the least of its segments' that hold items
+   (O(segments)). */
+void seg_recount_exp_min(struct segstore *st);
+
 /* An item of n bytes that expires at exptime (0 never) became live in g,
    or stopped being live. */
 static inline void seg_live_add(struct segstore *st, struct seg *g,
@@ -156,11 +178,7 @@ static inline void seg_live_add(struct segstore *st, struct seg *g,
 	g->live += (uint32_t)n;
 	g->items++;
 	st->live += n;
-	uint32_t e = exptime ? exptime : UINT32_MAX;
-	if (e > g->exp_max)
-		g->exp_max = e;
-	if (e < g->exp_min)
-		g->exp_min = e;
+	seg_note_exptime(st, g, exptime);
 }
 
 static inline void seg_live_sub(struct segstore *st, struct seg *g, size_t n)

@@ -182,7 +182,6 @@ static int place(struct shard *s, enum seg_queue q, uint64_t hash,
 		ghost_grow(&s->ghost, s->st.curr_items);
 	}
 	seg_live_add(&s->seg, g, n, h->exptime);
-	note_exptime(s, h->exptime);
 	s->frag_due += n > s->seg.large ? n : 0;
 	if (s->frag_due >= frag_step(s))
 		shard__frag_measure(s);
@@ -308,12 +307,7 @@ static void set_exptime(struct shard *s, const struct shard_req *req,
 	}
 	if (f->h.bits & ITEM_HAS_EXP) {
 		item_set_exptime(f->p, (uint32_t)e);
-		note_exptime(s, (uint32_t)e);
-		uint32_t m = e ? (uint32_t)e : UINT32_MAX;
-		if (m > f->g->exp_max)
-			f->g->exp_max = m;
-		if (m < f->g->exp_min)
-			f->g->exp_min = m;
+		seg_note_exptime(&s->seg, f->g, (uint32_t)e);
 		return;
 	}
 	if (!e)
@@ -941,7 +935,6 @@ int shard_store_lent(struct shard *s, int64_t now, const struct shard_req *req,
 	table_move(old.slot, table_loc(g->id, off));
 	seg_live_sub(&s->seg, old.g, old.size);
 	seg_live_add(&s->seg, g, n, h.exptime);
-	note_exptime(s, h.exptime);
 	s->st.cmd_set++;
 	store_done(s, req, res, &h);
 	return 0;
@@ -956,7 +949,6 @@ static void free_all(struct shard *s)
 	s->st.curr_items = 0;
 	table_clear(&s->table);
 	s->sweep_active = false;
-	s->exp_min = UINT32_MAX;
 	s->expire_cursor = 0;
 	s->compacting = NULL; /* seg_deinit freed it too */
 	shard__frag_measure(s);
@@ -974,27 +966,16 @@ void shard_flush(struct shard *s, int64_t delay)
 	s->flush_seq = s->seq;
 }
 
-/* The least exptime of the items in any segment (their exp_min). */
-static uint32_t segs_exp_min(const struct shard *s)
-{
-	uint32_t m = UINT32_MAX;
-	for (uint32_t id = 1; id < s->seg.id_next; id++) {
-		const struct seg *g = seg_by_id(&s->seg, id);
-		if (g && g->items && g->exp_min < m)
-			m = g->exp_min;
-	}
-	return m;
-}
-
 /*
  * One bounded step of the expiry sweep over the index: a pass drops
  * expired and flushed items. It starts at most once per clock second, and
  * only when an item may have expired (the clock has reached exp_min) or a
  * flush came since the last pass began: a pass reads every item's header,
  * a cache miss each, which at 3M items cost 8-18 % of the CPU per
- * request when it ran every second whatever the items' exptimes. exp_min is
- * lowered by every write of an exptime (note_exptime) and recomputed from
- * the segments' own bounds when a pass ends; not from the items the pass
+ * request when it ran every second whatever the items' exptimes. The
+ * store's exp_min is lowered by every write of an exptime
+ * (seg_note_exptime) and recounted from the segments' own bounds when a
+ * pass ends; not from the items the pass
  * saw, since a remove behind its cursor can shift an entry it has not
  * seen behind it. Returns true while a pass is unfinished.
  */
@@ -1002,7 +983,7 @@ static bool sweep(struct shard *s, size_t slots)
 {
 	if (!s->sweep_active) {
 		if (s->now == s->sweep_started ||
-		    (s->now < (int64_t)s->exp_min &&
+		    (s->now < (int64_t)s->seg.exp_min &&
 		     s->flush_seq == s->swept_flush_seq))
 			return false;
 		s->sweep_active = true;
@@ -1028,7 +1009,7 @@ static bool sweep(struct shard *s, size_t slots)
 	}
 	s->sweep_active = s->sweep_cursor < table_slots(&s->table);
 	if (!s->sweep_active)
-		s->exp_min = segs_exp_min(s);
+		seg_recount_exp_min(&s->seg);
 	return s->sweep_active;
 }
 
@@ -1066,7 +1047,6 @@ struct shard *shard_create(const struct shard_config *cfg)
 	s->cfg = *cfg;
 	s->heap = h;
 	s->sweep_started = INT64_MIN;
-	s->exp_min = UINT32_MAX;
 	s->compact_checked = INT64_MIN;
 	s->expire_started = INT64_MIN;
 	uint32_t size = seg_size_for(cfg->mem_limit);
