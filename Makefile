@@ -58,7 +58,7 @@ $(LG_BIN): $(call obj,$(LG_SRC))
 
 # The network floor (scripts/floor.c): what bench.sh measures ringcached against.
 $(FLOOR_BIN): $(call obj,scripts/floor.c)
-	$(CC) $(LDFLAGS) -o $@ $^ -luring
+	$(CC) $(LDFLAGS) -o $@ $^ -luring -lxxhash
 
 deps:
 	@scripts/deps.sh

@@ -33,6 +33,14 @@
 # request is the kernel's TCP cost plus the least userspace work, so 1.10
 # means ringcached spends 10% over it).
 #
+# On the workloads of the floor targets (get90-100B and get90-100B-P16) the
+# closed-loop rounds also run the store floor, rc-floor --store (one more
+# process, prefilled like the servers): the network floor plus what a plain
+# hash table store does per request (hash, probe, compare, copy out, with
+# ringcached's two-stage prefetch). The report gives its CPU per request as
+# a multiple of the floor's, which is where a store's own work begins, and
+# ringcached's as a multiple of it.
+#
 # All servers are stopped by pid at the end, on error and on ^C.
 #
 # Environment (flags override):
@@ -80,6 +88,7 @@ RINGCACHED=${RINGCACHED:-build/ringcached}
 MEMCACHED=${MEMCACHED:-/usr/bin/memcached}
 LOADGEN=${LOADGEN:-build/rc-loadgen}
 FLOOR=${FLOOR:-build/rc-floor}
+FLOOR_TARGETS='get90-100B|get90-100B-P16' # the store floor runs these
 THREADS=${BENCH_THREADS:-1 2}
 MEM=${BENCH_MEM:-1024}
 LG_THREADS=${BENCH_LG_THREADS:-1}
@@ -166,13 +175,14 @@ value_size() {
 
 RC_PID=
 MC_PID=
+SF_PID=
 declare -A FL_PID=() FL_PORT=() # by value size
 stop_servers() {
 	local pid
-	for pid in $RC_PID $MC_PID "${FL_PID[@]}"; do
+	for pid in $RC_PID $MC_PID $SF_PID "${FL_PID[@]}"; do
 		kill "$pid" 2>/dev/null || true
 	done
-	for pid in $RC_PID $MC_PID "${FL_PID[@]}"; do
+	for pid in $RC_PID $MC_PID $SF_PID "${FL_PID[@]}"; do
 		# Bounded wait, then the hard way.
 		for _ in $(seq 50); do
 			kill -0 "$pid" 2>/dev/null || break
@@ -183,6 +193,7 @@ stop_servers() {
 	done
 	RC_PID=
 	MC_PID=
+	SF_PID=
 	FL_PID=()
 	FL_PORT=()
 }
@@ -258,7 +269,9 @@ start_server() { # VAR BIN THREADS PORT [FLAGS...]: starts BIN, its pid into VAR
 }
 
 # start_floors T: one rc-floor per value size of the workloads, each warmed
-# by a short unmeasured run (it stores nothing, so there is no prefill).
+# by a short unmeasured run (it stores nothing, so there is no prefill);
+# and the store floor when a floor target's workload runs, warmed as the
+# servers are.
 start_floors() {
 	local w v pid port
 	for w in "${WORKLOADS[@]}"; do
@@ -271,6 +284,14 @@ start_floors() {
 		wait_ready "$pid" "$port" "rc-floor ($v-byte values)"
 		"$LOADGEN" -s "127.0.0.1:$port" -c 50 -k 100000 --key-prefix b100: -v "$v" -D 1 -q \
 			>/dev/null || die "warm-up run against rc-floor ($v-byte values) failed"
+	done
+	for w in "${WORKLOADS[@]}"; do
+		[[ ${w%%|*} =~ ^(${FLOOR_TARGETS})$ ]] || continue
+		SF_PORT=$(free_port)
+		start_server SF_PID "$FLOOR" "$1" "$SF_PORT" --store
+		wait_ready "$SF_PID" "$SF_PORT" "rc-floor --store"
+		warm "$SF_PORT" "rc-floor --store"
+		break
 	done
 }
 
@@ -355,7 +376,7 @@ warm() { # PORT LABEL
 
 echo "ringcached: $RINGCACHED"
 echo "memcached:  $MEMCACHED ($("$MEMCACHED" -V 2>/dev/null || echo '?'))"
-echo "floor:      $FLOOR (one thread at every -t)"
+echo "floor:      $FLOOR (one thread at every -t; with --store on $FLOOR_TARGETS)"
 echo "-t {$THREADS}, -m $MEM, $ROUNDS rounds x ${DURATION} s, generator threads $LG_THREADS, $(nproc) CPUs"
 echo "open loop at {${OPEN:-none}} x memcached's closed-loop requests/s"
 for t in $THREADS; do
@@ -382,6 +403,9 @@ for t in $THREADS; do
 			run_one "$t" "$name" "$args" ringcached "$RC_PID" "$RC_PORT" "$round"
 			run_one "$t" "$name" "$args" memcached "$MC_PID" "$MC_PORT" "$round"
 			run_one "$t" "$name" "$args" floor "${FL_PID[$v]}" "${FL_PORT[$v]}" "$round"
+			if [[ $name =~ ^(${FLOOR_TARGETS})$ ]]; then
+				run_one "$t" "$name" "$args" store "$SF_PID" "$SF_PORT" "$round"
+			fi
 		done
 	done
 	for frac in $OPEN; do
@@ -409,7 +433,7 @@ done
 # set on. Counters are zeroed, N requests are sent and the counters dumped;
 # then the same with 2N; (I(2N) - I(N)) / N is the cost of one request
 # without the fixed cost of a run (50 connects, the generator's start).
-INSNS_PASS_WORKLOADS='get90-100B|get90-100B-P16'
+INSNS_PASS_WORKLOADS=$FLOOR_TARGETS
 INSNS_FILE=$OUT/insns.tsv
 rm -f "$INSNS_FILE"
 
@@ -482,6 +506,7 @@ else
 	insns_server ringcached "$RINGCACHED" 1
 	insns_server memcached "$MEMCACHED" 1
 	insns_server floor "$FLOOR" 0 --value-size 100
+	insns_server store "$FLOOR" 1 --store
 fi
 
 echo

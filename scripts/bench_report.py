@@ -29,6 +29,11 @@ memcached and, when the run had the network floor (rc-floor, server
   faster server wakes for fewer requests at a time, so there the floor can
   cost more per request than a slower server; at the same offered rate the
   arrivals, and so the batches, are the same for both.
+  When the run had the store floor (rc-floor --store, server "store": the
+  network floor plus what a plain hash table store does), a table of its
+  requests/s and CPU per request on its workloads, that CPU as a multiple
+  of the floor's (sf/fl: where a store's own work begins) and ringcached's
+  as a multiple of it (rc/sf).
   Under each table, context switches per request of each server, voluntary
   (a thread went to sleep, so each is a later wake-up) and involuntary (a
   thread was preempted), and under the last -t, when the instruction pass
@@ -42,7 +47,8 @@ memcached's everywhere; at -t 1, ringcached's CPU per request at most 1.10x
 the floor's on the 100-byte get workloads at pipeline 1 and 16. The median keeps one disturbed round from moving a
 figure; the floor targets also print best round against best round, as
 each server's rounds can fall in one of two modes (README) and the medians
-then pair a fast one with a slow one. Runs with errors or wrong values are listed under the tables and
+then pair a fast one with a slow one, and the store floor's multiple of the floor beside
+ringcached's. Runs with errors or wrong values are listed under the tables and
 make the exit status 1. Under each MISSED target, what bounds it: the
 servers' CPU per request, their context switches per request, the steal
 of those runs and (for the floor targets) callgrind's instructions per
@@ -55,7 +61,7 @@ import statistics
 import sys
 from collections import OrderedDict
 
-A, B, C = "ringcached", "memcached", "floor"
+A, B, C, D = "ringcached", "memcached", "floor", "store"
 CPU_TARGET_WORKLOAD = "get90-100B"
 CPU_TARGET = 0.8
 FLOOR_TARGET_WORKLOADS = ("get90-100B", "get90-100B-P16")
@@ -91,7 +97,7 @@ def group(rows):
     for r in rows:
         (table.setdefault(r["threads"], OrderedDict())
               .setdefault(r["mode"], OrderedDict())
-              .setdefault(r["workload"], {A: [], B: [], C: []})
+              .setdefault(r["workload"], {A: [], B: [], C: [], D: []})
               .setdefault(r["server"], []).append(r))
     return table
 
@@ -113,7 +119,7 @@ def switches(runs):
                  for k in ("vcs", "ivcs"))
 
 
-SHORT = ((A, "rc"), (B, "mc"), (C, "fl"))
+SHORT = ((A, "rc"), (B, "mc"), (C, "fl"), (D, "sf"))
 
 
 def switch_table(workloads):
@@ -211,10 +217,31 @@ def closed_table(workloads, targets, t, insns):
             best = ratio(min(per_mreq(r["server_cpu_s"], r["requests"]) for r in s[A]),
                          min(per_mreq(r["server_cpu_s"], r["requests"]) for r in s[C]))
             ir = {k: v for (k, w), v in insns.items() if w == name}
+            store = ""
+            if s[D]:
+                sf = cpu_per_mreq(s[D])
+                store = (f"; the store floor's {ratio(sf, f_cpu):.3f}x, ringcached "
+                         f"{ratio(cpu[A], sf):.3f}x the store floor's")
             targets.append((f"-t {t} {name}: server CPU/request {m:.3f}x the floor's "
                             f"<= {FLOOR_TARGET} (best round against best round "
-                            f"{best:.3f}x)", m <= FLOOR_TARGET, bounds(s, ir)))
+                            f"{best:.3f}x{store})", m <= FLOOR_TARGET, bounds(s, ir)))
+    store_table(workloads)
     switch_table(workloads)
+
+
+def store_table(workloads):
+    """The store floor's figures on its workloads, under the closed-loop table."""
+    rows = [(n, s) for n, s in workloads.items() if s[A] and s[C] and s[D]]
+    if not rows:
+        return
+    head = "{:<15} {:>9} {:>7} {:>6} {:>6}"
+    print(head.format("store floor", "sf req/s", "sf cpu", "sf/fl", "rc/sf"))
+    print(head.format("", "", "s/Mreq", "", ""))
+    for name, s in rows:
+        sf = cpu_per_mreq(s[D])
+        print(head.format(name, f"{med(s[D], 'rps'):.0f}", f"{sf:.2f}",
+                          f"{ratio(sf, cpu_per_mreq(s[C])):.2f}",
+                          f"{ratio(cpu_per_mreq(s[A]), sf):.2f}"))
 
 
 def open_table(mode, workloads, targets, t):
@@ -260,12 +287,15 @@ def open_table(mode, workloads, targets, t):
 def insns_table(insns):
     names = list(OrderedDict.fromkeys(w for _, w in insns))
     print("instructions per request (callgrind, -t 1, user space of all the server's threads)")
-    head = "{:<15} {:>9} {:>9} {:>9} {:>6} {:>6}"
-    print(head.format("workload", "rc", "mc", "fl", "rc/mc", "rc/fl"))
+    sf = any(k == D for k, _ in insns)
+    head = "{:<15} {:>9} {:>9} {:>9} {:>6} {:>6}" + (" {:>9} {:>6}" if sf else "")
+    print(head.format("workload", "rc", "mc", "fl", "rc/mc", "rc/fl",
+                      *(["sf", "rc/sf"] if sf else [])))
     for w in names:
-        v = [insns.get((k, w), float("nan")) for k in (A, B, C)]
-        print(head.format(w, *[f"{x:.0f}" for x in v], f"{ratio(v[0], v[1]):.2f}",
-                          f"{ratio(v[0], v[2]):.2f}"))
+        v = [insns.get((k, w), float("nan")) for k in (A, B, C, D)]
+        extra = [f"{v[3]:.0f}", f"{ratio(v[0], v[3]):.2f}"] if sf else []
+        print(head.format(w, *[f"{x:.0f}" for x in v[:3]], f"{ratio(v[0], v[1]):.2f}",
+                          f"{ratio(v[0], v[2]):.2f}", *extra))
 
 
 def main():

@@ -34,6 +34,19 @@
  * reading is closed. Provided buffers go back to the ring as
  * soon as their bytes are parsed or carried. Errors are negative errnos.
  *
+ * --store makes it the floor of a store: sets keep their data and gets answer
+ * from what is kept, through what a plain hash table store does (an XXH3
+ * hash, a linear probe, a key compare, a copy out) and the two-stage
+ * prefetch of ringcached's look-ahead (net/worker.c): every get key of a
+ * provided buffer starts loading its slot, then its item. Only set stores
+ * (add, replace, append, prepend and cas are swallowed as without --store,
+ * delete answers DELETED and removes nothing); nothing is evicted or
+ * expires. An item is malloc'd once its set line is read and freed when a
+ * set replaces it or at exit; a connection owns the item its data is being
+ * read into (`filling`) until the data is complete. The table doubles at a
+ * load of 3/4. So its CPU per request over the network floor's is what a
+ * plain store's own work costs.
+ *
  * Flags as ringcached's where they overlap: -p PORT, -l ADDR; -t -m -U -c -u
  * take a value and are ignored, so that bench.sh starts it like the others.
  * SIGTERM or SIGINT closes everything and exits 0.
@@ -55,6 +68,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define RING_ENTRIES 1024
 #define CQ_ENTRIES 4096
@@ -67,6 +81,9 @@
 #define CARRY_MAX (RBUF_COUNT * RBUF_SIZE + REQ_LINE_MAX)
 #define OUT_HIGH (256 * 1024)
 #define VALUE_MAX (1024 * 1024)
+#define KEY_MAX 250
+#define STORE_SLOTS0 (1u << 16)
+#define PREFETCH_MAX 64 /* keys of one received buffer */
 
 /* user_data: a pointer with a tag in its three low bits (as net/udata.h). */
 enum tag { T_IGNORE, T_ACCEPT, T_RECV, T_SEND, T_SIGNAL };
@@ -94,10 +111,25 @@ struct conn {
 	size_t swallow;         /* bytes of a storage command's data to skip */
 	bool swallow_reply;     /* answer STORED once they are skipped */
 	size_t get_pos;         /* a get answered in part: next key's offset */
+	struct item *filling;   /* --store: the set whose data is being read */
+	size_t filled;          /* of its value and "\r\n" */
 	struct buf carry;       /* unparsed input (malloc, <= CARRY_MAX) */
 	struct buf fill;        /* answers being added (malloc) */
 	struct buf sending;     /* answers in flight (malloc) */
 	size_t sent;            /* of `sending` */
+};
+
+/* --store: the key, " <flags> <bytes>" (slen bytes), the value and "\r\n". */
+struct item {
+	uint64_t hash;
+	uint32_t vlen;
+	uint8_t klen, slen;
+	char data[];
+};
+
+struct slot {
+	uint64_t hash;
+	struct item *it; /* NULL: empty */
 };
 
 struct floor {
@@ -115,6 +147,9 @@ struct floor {
 	char vsuffix[32];   /* " 0 <n>" of a VALUE line */
 	size_t vsuffix_len;
 	char *value;        /* vsize bytes and "\r\n" */
+	bool store;
+	struct slot *slots; /* --store: mask + 1 of them */
+	size_t mask, count;
 };
 
 static struct io_uring_sqe *sqe_get(struct floor *f)
@@ -216,6 +251,154 @@ static bool token(const char *line, size_t end, size_t *pos,
 	return true;
 }
 
+/* ---- --store ---------------------------------------------------------- */
+
+static uint64_t key_hash(const char *k, size_t klen)
+{
+	return XXH3_64bits(k, klen);
+}
+
+/* The slot of the key, or the empty slot that ends its probe. */
+static struct slot *store_probe(struct floor *f, const char *k, size_t klen,
+				uint64_t h)
+{
+	for (size_t i = h & f->mask;; i = (i + 1) & f->mask) {
+		struct slot *s = &f->slots[i];
+		if (!s->it || (s->hash == h && s->it->klen == klen &&
+			       memcmp(s->it->data, k, klen) == 0))
+			return s;
+	}
+}
+
+static int store_init(struct floor *f, size_t n)
+{
+	struct slot *s = calloc(n, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	struct slot *old = f->slots;
+	size_t old_n = old ? f->mask + 1 : 0;
+	f->slots = s;
+	f->mask = n - 1;
+	for (size_t i = 0; i < old_n; i++) {
+		if (!old[i].it)
+			continue;
+		size_t j = old[i].hash & f->mask;
+		while (s[j].it)
+			j = (j + 1) & f->mask;
+		s[j] = old[i];
+	}
+	free(old);
+	return 0;
+}
+
+/* Keeps a complete item, in place of the key's old one. */
+static void store_put(struct floor *f, struct item *it)
+{
+	if ((f->count + 1) * 4 > (f->mask + 1) * 3 &&
+	    store_init(f, (f->mask + 1) * 2) < 0) {
+		free(it); /* no room: as if evicted at once */
+		return;
+	}
+	struct slot *s = store_probe(f, it->data, it->klen, it->hash);
+	if (s->it)
+		free(s->it);
+	else
+		f->count++;
+	s->hash = it->hash;
+	s->it = it;
+}
+
+/* A set line read: its item, to be filled by the data that follows. */
+static struct item *store_item(const char *k, size_t klen, const char *flags,
+			       size_t flen, size_t bytes)
+{
+	char digits[20]; /* bytes in decimal, at the end */
+	size_t nd = 0;
+	for (size_t v = bytes; !nd || v; v /= 10)
+		digits[sizeof(digits) - ++nd] = (char)('0' + v % 10);
+	size_t slen = 1 + flen + 1 + nd;
+	struct item *it = malloc(sizeof(*it) + klen + slen + bytes + 2);
+	if (!it)
+		return NULL;
+	it->hash = key_hash(k, klen);
+	it->vlen = (uint32_t)bytes;
+	it->klen = (uint8_t)klen;
+	it->slen = (uint8_t)slen;
+	char *p = it->data;
+	memcpy(p, k, klen);
+	p += klen;
+	*p++ = ' ';
+	memcpy(p, flags, flen);
+	p += flen;
+	*p++ = ' ';
+	memcpy(p, digits + sizeof(digits) - nd, nd);
+	return it;
+}
+
+/*
+ * The keys of the get lines in p[0..n) start loading: every one's home
+ * slot first, then, once they are on their way, the items of the slots
+ * whose hash is the key's (the first three lines: head, key, suffix and a
+ * small value).
+ */
+static void store_prefetch(struct floor *f, const char *p, size_t n)
+{
+	uint64_t h[PREFETCH_MAX];
+	unsigned nh = 0;
+	const char *e = p + n, *nl;
+	while (nh < PREFETCH_MAX && (nl = memchr(p, '\n', (size_t)(e - p)))) {
+		const char *k = nl - p > 4 && !memcmp(p, "get ", 4) ? p + 4 :
+				nl - p > 5 && !memcmp(p, "gets ", 5) ? p + 5 : nl;
+		/* a get line has k > p, so nl[-1] is in the buffer */
+		const char *end = k < nl && nl[-1] == '\r' ? nl - 1 : nl;
+		while (k < end && nh < PREFETCH_MAX) {
+			const char *sp = memchr(k, ' ', (size_t)(end - k));
+			if (!sp)
+				sp = end;
+			if (sp > k) {
+				h[nh] = key_hash(k, (size_t)(sp - k));
+				__builtin_prefetch(&f->slots[h[nh] & f->mask]);
+				nh++;
+			}
+			k = sp + 1;
+		}
+		p = nl + 1;
+	}
+	for (unsigned i = 0; i < nh; i++) {
+		for (size_t j = h[i] & f->mask; f->slots[j].it; j = (j + 1) & f->mask) {
+			if (f->slots[j].hash == h[i]) {
+				const char *it = (const char *)f->slots[j].it;
+				__builtin_prefetch(it);
+				__builtin_prefetch(it + 64);
+				__builtin_prefetch(it + 128);
+				break;
+			}
+		}
+	}
+}
+
+/* "VALUE <key> <flags> <n>[ 1]\r\n<n bytes>\r\n" of a kept item. */
+static void item_block(struct conn *c, const struct item *it, bool cas)
+{
+	size_t body = it->klen + it->slen;
+	size_t n = 6 + body + (cas ? 2 : 0) + 2 + it->vlen + 2;
+	if (buf_reserve(&c->fill, n) < 0) {
+		c->close_after_send = true;
+		return;
+	}
+	char *p = c->fill.p + c->fill.len;
+	memcpy(p, "VALUE ", 6);
+	memcpy(p + 6, it->data, body);
+	p += 6 + body;
+	if (cas) {
+		memcpy(p, " 1", 2);
+		p += 2;
+	}
+	memcpy(p, "\r\n", 2);
+	memcpy(p + 2, it->data + body, it->vlen + 2);
+	c->fill.len += n;
+}
+
 /* "VALUE <key> 0 <n>[ 1]\r\n<n bytes>\r\n", with one reservation. */
 static void value_block(struct conn *c, const char *k, size_t klen, bool cas)
 {
@@ -268,16 +451,24 @@ static bool get(struct conn *c, const char *line, size_t end, size_t pos,
 			c->get_pos = pos - klen;
 			return false;
 		}
-		value_block(c, k, klen, cas);
+		if (f->store) {
+			struct slot *s = klen <= KEY_MAX ?
+				store_probe(f, k, klen, key_hash(k, klen)) : NULL;
+			if (s && s->it)
+				item_block(c, s->it, cas);
+		} else {
+			value_block(c, k, klen, cas);
+		}
 	}
 	OUT(c, "END\r\n");
 	return true;
 }
 
 /* set/add/replace/append/prepend KEY FLAGS EXPTIME BYTES [noreply], and cas
-   with its unique before noreply: skip BYTES + 2, then STORED. */
+   with its unique before noreply: skip BYTES + 2, then STORED; with --store
+   a set keeps them (`keep`). */
 static void storage(struct conn *c, const char *line, size_t end, size_t pos,
-		    bool cas)
+		    bool cas, bool keep)
 {
 	const char *t[6];
 	size_t l[6];
@@ -300,6 +491,10 @@ static void storage(struct conn *c, const char *line, size_t end, size_t pos,
 	}
 	c->swallow = (size_t)bytes + 2;
 	c->swallow_reply = !(n == need + 1 && is(t[need], l[need], "noreply"));
+	if (keep && l[0] <= KEY_MAX && l[1] <= 10 && bytes <= VALUE_MAX) {
+		c->filling = store_item(t[0], l[0], t[1], l[1], (size_t)bytes);
+		c->filled = 0;
+	}
 }
 
 /* Has a trailing "noreply" token. */
@@ -324,11 +519,13 @@ static bool request(struct conn *c, const char *line, size_t end)
 		return get(c, line, end, pos, false);
 	if (is(cmd, n, "gets"))
 		return get(c, line, end, pos, true);
-	if (is(cmd, n, "set") || is(cmd, n, "add") || is(cmd, n, "replace") ||
-	    is(cmd, n, "append") || is(cmd, n, "prepend"))
-		storage(c, line, end, pos, false);
+	if (is(cmd, n, "set"))
+		storage(c, line, end, pos, false, c->f->store);
+	else if (is(cmd, n, "add") || is(cmd, n, "replace") ||
+		 is(cmd, n, "append") || is(cmd, n, "prepend"))
+		storage(c, line, end, pos, false, false);
 	else if (is(cmd, n, "cas"))
-		storage(c, line, end, pos, true);
+		storage(c, line, end, pos, true, false);
 	else if (is(cmd, n, "delete")) {
 		if (!noreply(line, end))
 			OUT(c, "DELETED\r\n");
@@ -353,8 +550,23 @@ static size_t parse(struct conn *c, const char *p, size_t n)
 	while (off < n && !c->close_after_send) {
 		if (c->swallow) {
 			size_t k = n - off < c->swallow ? n - off : c->swallow;
+			if (c->filling) {
+				struct item *it = c->filling;
+				memcpy(it->data + it->klen + it->slen + c->filled,
+				       p + off, k);
+				c->filled += k;
+			}
 			off += k;
 			c->swallow -= k;
+			if (!c->swallow && c->filling) {
+				struct item *it = c->filling;
+				const char *t = it->data + it->klen + it->slen + it->vlen;
+				if (memcmp(t, "\r\n", 2) == 0)
+					store_put(c->f, it);
+				else
+					free(it); /* a bad data chunk is not kept */
+				c->filling = NULL;
+			}
 			if (!c->swallow && c->swallow_reply)
 				OUT(c, "STORED\r\n");
 			continue;
@@ -382,6 +594,8 @@ static size_t parse(struct conn *c, const char *p, size_t n)
 /* New input: parsed in place unless a carried tail must come first. */
 static void take_input(struct conn *c, const char *p, size_t n)
 {
+	if (c->f->store)
+		store_prefetch(c->f, p, n);
 	if (!c->carry.len) {
 		size_t k = parse(c, p, n);
 		p += k;
@@ -454,6 +668,7 @@ static void conn_free(struct conn *c)
 	free(c->carry.p);
 	free(c->fill.p);
 	free(c->sending.p);
+	free(c->filling);
 	free(c);
 	f->curr_conns--;
 }
@@ -723,6 +938,7 @@ static void usage(FILE *to)
 		"  -l, --listen ADDR     address [127.0.0.1]\n"
 		"  -V, --value-size N    bytes of every hit, at most %d [100]\n"
 		"      --miss            answer every get with END only\n"
+		"      --store           keep what sets store, answer gets from it\n"
 		"      --single-shot     no provided-buffer ring (as on old kernels)\n"
 		"  -t -m -U -c -u VALUE  ringcached's flags: accepted, ignored\n",
 		VALUE_MAX);
@@ -770,6 +986,7 @@ int main(int argc, char **argv)
 		{ "listen", required_argument, NULL, 'l' },
 		{ "value-size", required_argument, NULL, 'V' },
 		{ "miss", no_argument, NULL, 'M' },
+		{ "store", no_argument, NULL, 'K' },
 		{ "single-shot", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -785,6 +1002,7 @@ int main(int argc, char **argv)
 		case 'p': port = optarg; break;
 		case 'l': host = optarg; break;
 		case 'M': f->miss = true; break;
+		case 'K': f->store = true; break;
 		case 'S': single = true; break;
 		case 'V':
 			f->vsize = strtoul(optarg, &e, 10);
@@ -802,6 +1020,10 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (f->store && store_init(f, STORE_SLOTS0) < 0) {
+		fprintf(stderr, "rc-floor: out of memory\n");
+		return 1;
+	}
 	int rc = setup(f, host, port, single);
 	if (rc < 0) {
 		fprintf(stderr, "rc-floor: cannot start on %s:%s: %s\n", host, port,
@@ -815,5 +1037,8 @@ int main(int argc, char **argv)
 	close(f->lfd);
 	close(f->sfd);
 	free(f->value);
+	for (size_t i = 0; f->slots && i <= f->mask; i++)
+		free(f->slots[i].it);
+	free(f->slots);
 	return 0;
 }

@@ -1,6 +1,6 @@
 """scripts/bench_report.py on results written here: the medians and ratios,
 the context-switch table, the instruction table, the bounds printed under a
-missed target, the floor target's best rounds, results from before the
+missed target, the floor target's best rounds, the store floor's figures, results from before the
 switch columns, and the exit status on runs with errors.
 """
 import os
@@ -113,6 +113,45 @@ def test_floor_best_rounds(tmp_path):
     line = next(l for l in t if "get90-100B-P16: server CPU/request" in l)
     assert "1.100x the floor's <= 1.1 (best round against best round 1.467x)" in line, line
     assert line.split()[0] == "met"
+
+
+def test_store_floor(tmp_path):
+    """With the store floor's runs (server "store"): its table, its multiple
+    of the floor and ringcached's of it in the floor target's line, its
+    bounds and its instructions."""
+    rows = []
+    for rnd in (1, 2, 3):
+        # CPU per 100000 requests: rc 0.048, floor 0.040, store 0.044:
+        # rc 1.200x the floor, store 1.100x the floor, rc 1.091x the store.
+        rows += [row("ringcached", "get90-100B-P16", 2000000, 0.048, rnd=rnd, user_s=0.012),
+                 row("memcached", "get90-100B-P16", 300000, 0.45, rnd=rnd, user_s=0.15),
+                 row("floor", "get90-100B-P16", 3000000, 0.040, rnd=rnd, user_s=0.004),
+                 row("store", "get90-100B-P16", 2500000, 0.044, rnd=rnd, user_s=0.008)]
+    rows.append(row("ringcached", "set50-100B", 1, 1.0, user_s=0.5))
+    rows.append(row("memcached", "set50-100B", 1, 1.0, user_s=0.5))
+    for r in rows:
+        r.update(vcs="100", ivcs="0")
+    res = tmp_path / "results.tsv"
+    write(res, SPLIT, rows)
+    ins = tmp_path / "insns.tsv"
+    ins.write_text("server\tworkload\tinsns\n"
+                   "ringcached\tget90-100B-P16\t1100\nmemcached\tget90-100B-P16\t3000\n"
+                   "floor\tget90-100B-P16\t400\nstore\tget90-100B-P16\t600\n")
+    rc, out = report(res, ins)
+    assert rc == 0, out
+    sf = lines_after(out, "store floor")
+    assert sf[2].split() == ["get90-100B-P16", "2500000", "0.44", "1.10", "1.09"], sf
+    assert not sf[3].startswith("set50"), sf  # only workloads it ran
+    ir = lines_after(out, "instructions per request")
+    assert ir[1].split() == ["workload", "rc", "mc", "fl", "rc/mc", "rc/fl", "sf", "rc/sf"]
+    assert ir[2].split() == ["get90-100B-P16", "1100", "3000", "400", "0.37", "2.75",
+                             "600", "1.83"], ir
+    t = lines_after(out, "targets")
+    i = next(i for i, l in enumerate(t) if "get90-100B-P16: server CPU/request 1.200x" in l)
+    assert t[i].split()[0] == "MISSED"
+    assert "the store floor's 1.100x, ringcached 1.091x the store floor's" in t[i], t[i]
+    assert "sf 0.44 us CPU/req (user 0.08 + sys 0.36)" in t[i + 1], t[i + 1]
+    assert "600 instructions/req" in t[i + 1], t[i + 1]
 
 
 def test_results_without_switch_columns(tmp_path):
