@@ -1,6 +1,7 @@
 """scripts/bench_report.py on results written here: the medians and ratios,
 the context-switch table, the instruction table, the bounds printed under a
-missed target, the floor target's best rounds, the store floor's figures, results from before the
+missed target, the floor target's best rounds, the store floor's figures,
+the open-loop targets' paired rounds, results from before the
 switch columns, and the exit status on runs with errors.
 """
 import os
@@ -152,6 +153,28 @@ def test_store_floor(tmp_path):
     assert "the store floor's 1.100x, ringcached 1.091x the store floor's" in t[i], t[i]
     assert "sf 0.44 us CPU/req (user 0.08 + sys 0.36)" in t[i + 1], t[i + 1]
     assert "600 instructions/req" in t[i + 1], t[i + 1]
+
+
+def test_open_loop_paired_rounds(tmp_path):
+    """An open-loop target gives the median ratio and in how many rounds
+    ringcached's tail was at most memcached's."""
+    rows = []
+    for rnd, rc99, mc99 in ((1, 300, 200), (2, 150, 200), (3, 500, 200)):
+        for server, p99, p999 in (("ringcached", rc99, 100), ("memcached", mc99, 200)):
+            r = row(server, "get90-100B", 50000, 0.6, rnd=rnd)
+            r.update(mode="open@0.5", rate="50000", p99_us=str(p99), p999_us=str(p999))
+            rows.append(r)
+    res = tmp_path / "results.tsv"
+    write(res, OLD, rows)
+    rc, out = report(res)
+    assert rc == 0, out
+    t = lines_after(out, "targets")
+    p99 = next(l for l in t if "at 0.5x: open-loop p99 ratio" in l)
+    assert p99.split()[0] == "MISSED", t
+    assert "ratio 1.50 <= 1 (at most memcached's in 1 of 3 rounds)" in p99, p99
+    p999 = next(l for l in t if "at 0.5x: open-loop p99.9 ratio" in l)
+    assert p999.split()[0] == "met", t
+    assert "ratio 0.50 <= 1 (at most memcached's in 3 of 3 rounds)" in p999, p999
 
 
 def test_results_without_switch_columns(tmp_path):
