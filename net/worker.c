@@ -20,7 +20,9 @@
  */
 #include "net/worker.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
@@ -401,6 +403,8 @@ static unsigned prefetch_cqe(struct worker *w, const struct io_uring_cqe *cqe,
 		c->rbuf + c->rend;
 	return process_prefetch(w, p, (size_t)cqe->res, budget);
 }
+
+static_assert(WORKER_PREFETCH_AHEAD <= UCHAR_MAX, "dispatch_all counts in bytes");
 
 /*
  * Dispatches every completion there is. The gets and sets in the

@@ -163,13 +163,19 @@ struct worker_outbox {
    of those ahead of the one being dispatched the look-ahead has been over
    (dispatch_all, worker.c): enough to overlap the cache misses of a few
    connections' pipelined gets, few enough that the first items are still
-   in L1/L2 when they are read. */
+   in L1/L2 when they are read. A line and each of its keys count one, so
+   a completion at pipeline 16 (16 one-key gets) takes 32: at 32 the
+   look-ahead covered only the completion about to run, at 64 the next one
+   too. At -t 1 get90 P16 over 100 000 keys the daemon's user CPU per
+   request was 210 ns at 16, 109 at 32, 90-93 at 48, 64 and 96, 103-108 at
+   128 and 255 (medians of 9-12 alternating 4 s runs); pipeline 1 and
+   100-key gets at -t 2 did not move beyond the runs' spread. */
 #define WORKER_CQE_BATCH 64u
 /* The yield poll before a sleep (poll_awaited, worker.c). At -t 4 on two
    CPUs, 10-key gets: 2 and 4 yields gave the same, 8 less. */
 #define WORKER_POLL_YIELDS 4u
 #define WORKER_POLL_BACKOFF_MAX 64u
-#define WORKER_PREFETCH_AHEAD 32u
+#define WORKER_PREFETCH_AHEAD 64u
 #define WORKER_RBUF_GROUP 0
 /* A power of two. The kernel takes buffers in ring order, so over time
    every one is touched: this is 256 KiB of RSS per worker (256 buffers
