@@ -42,6 +42,15 @@ def report(*paths):
     return p.returncode, p.stdout
 
 
+def report_rows(tmp_path, cols, rows):
+    """The report of these rows; it must succeed."""
+    res = tmp_path / "results.tsv"
+    write(res, cols, rows)
+    rc, out = report(res)
+    assert rc == 0, out
+    return out
+
+
 def lines_after(out, head):
     lines = out.splitlines()
     i = next(i for i, l in enumerate(lines) if l.startswith(head))
@@ -106,11 +115,7 @@ def test_floor_best_rounds(tmp_path):
         rows += [row("ringcached", "get90-100B-P16", 2000000, 0.044, rnd=rnd),
                  row("memcached", "get90-100B-P16", 300000, 0.45, rnd=rnd),
                  row("floor", "get90-100B-P16", 3000000, fl_cpu / 10, rnd=rnd)]
-    res = tmp_path / "results.tsv"
-    write(res, OLD, rows)
-    rc, out = report(res)
-    assert rc == 0, out
-    t = lines_after(out, "targets")
+    t = lines_after(report_rows(tmp_path, OLD, rows), "targets")
     line = next(l for l in t if "get90-100B-P16: server CPU/request" in l)
     assert "1.100x the floor's <= 1.1 (best round against best round 1.467x)" in line, line
     assert line.split()[0] == "met"
@@ -164,11 +169,7 @@ def test_open_loop_paired_rounds(tmp_path):
             r = row(server, "get90-100B", 50000, 0.6, rnd=rnd)
             r.update(mode="open@0.5", rate="50000", p99_us=str(p99), p999_us=str(p999))
             rows.append(r)
-    res = tmp_path / "results.tsv"
-    write(res, OLD, rows)
-    rc, out = report(res)
-    assert rc == 0, out
-    t = lines_after(out, "targets")
+    t = lines_after(report_rows(tmp_path, OLD, rows), "targets")
     p99 = next(l for l in t if "at 0.5x: open-loop p99 ratio" in l)
     assert p99.split()[0] == "MISSED", t
     assert "ratio 1.50 <= 1 (at most memcached's in 1 of 3 rounds)" in p99, p99
