@@ -7,8 +7,10 @@ a hit of the configured size. Raw sockets check what the load generator
 cannot steer: requests split at every byte boundary, a set whose data
 arrives over many reads, a client that does not read its answers (the floor
 pauses and stays small, then answers everything), a line that is too long,
-quit, and a stop by SIGTERM with connections open (exit status 0). The RSS
-bound is skipped under a sanitizer ($RINGCACHE_SANITIZER).
+quit, and a stop by SIGTERM with connections open (exit status 0). With
+--store (the store floor) sets must keep key, flags and data however their
+bytes arrive, and a loaded table of 100000 keys must answer every get with a
+hit. The RSS bound is skipped under a sanitizer ($RINGCACHE_SANITIZER).
 
 Each test runs with multishot receives over the provided-buffer ring and
 with --single-shot (the fallback for kernels without one). The binary sits
