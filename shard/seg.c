@@ -21,7 +21,7 @@ void seg_recount_exp_min(struct segstore *st)
 {
 	uint32_t m = UINT32_MAX;
 	for (uint32_t id = 1; id < st->id_next; id++) {
-		const struct seg *g = st->byid[id];
+		const struct seg *g = seg_by_id(st, id);
 		if (g && g->items && g->exp_min < m)
 			m = g->exp_min;
 	}

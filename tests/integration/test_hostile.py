@@ -426,23 +426,22 @@ def test_connect_disconnect_cycles(server_factory, threads):
     total0 = int(g.c.stats()["total_connections"])
     overflows0 = listen_overflows()
 
-    def accepted():
-        st = g.c.stats()
-        return (int(st["total_connections"]) + int(st["rejected_connections"])
-                - total0)
-
     def wait_accepted(n, seconds):
         # The kernel drops a handshake whose listen backlog (1024) is full
         # and a reset then forgets it, so the loop keeps the connects that
         # are not yet accepted well under the backlog; a connection the
         # daemon loses still ends the wait at its deadline.
         deadline = time.monotonic() + seconds
-        while accepted() < n:
+        while True:
             st = g.c.stats()
+            got = (int(st["total_connections"]) + int(st["rejected_connections"])
+                   - total0)
+            if got >= n:
+                return
             assert time.monotonic() < deadline, \
                 "%d of %d connections accepted after %d s (rejected %s, " \
                 "curr %s, kernel listen overflows %d)" % (
-                    accepted(), n, seconds, st["rejected_connections"],
+                    got, n, seconds, st["rejected_connections"],
                     st["curr_connections"], listen_overflows() - overflows0)
             g.tick()
             time.sleep(0.01)  # poll interval
