@@ -216,7 +216,7 @@ static bool store_lent(struct conn *c, const struct proto_req *r, uint32_t dst,
 		       const struct shard_req *q)
 {
 	struct worker *w = c->w;
-	struct shard *sh = worker_borrow(w, dst);
+	struct shard *sh = worker_borrow(w, c, dst);
 	if (!sh)
 		return false;
 	struct shard_res res;
@@ -311,7 +311,7 @@ int process_read(struct conn *c, const struct proto_req *r)
 			rc = shard_exec(w->shard, &q, &res, out_sink, &s);
 		} else if (!gat) {
 			/* A sleeping owner lends its shard (worker.h). */
-			struct shard *sh = worker_borrow(w, dst);
+			struct shard *sh = worker_borrow(w, c, dst);
 			if (sh) {
 				rc = shard_read_lent(sh, w->now, &q, &res,
 						     out_sink, &s);

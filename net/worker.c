@@ -144,12 +144,12 @@ static void flush_outboxes(struct worker *w)
 
 /* ---- lending (enum lend) ---------------------------------------------- */
 
-struct shard *worker_borrow(struct worker *w, uint32_t dst)
+struct shard *worker_borrow(struct worker *w, const struct conn *c,
+			    uint32_t dst)
 {
-	const struct worker_outbox *ob = &w->out[dst];
 	struct worker *o = w->group->workers[dst];
 	unsigned free = LEND_FREE;
-	if (ob->flying || ob->building->count ||
+	if (c->inflight ||
 	    atomic_load_explicit(&o->lend, memory_order_relaxed) != LEND_FREE ||
 	    !atomic_compare_exchange_strong_explicit(&o->lend, &free, LEND_OUT,
 			memory_order_acquire, memory_order_relaxed))

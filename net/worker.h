@@ -365,12 +365,15 @@ void worker_send_xreq(struct worker *w, uint32_t dst, struct xreq *x);
  */
 enum lend { LEND_OWNER, LEND_FREE, LEND_OUT };
 
-/* Worker dst's shard for one get or set, or NULL: lending is off, dst is
-   awake, another worker has it, or this worker has requests to dst out or
-   queued, which run first (a request never overtakes its connection's
-   earlier one).
+/* Worker dst's shard for one get or set of connection c, or NULL: lending
+   is off, dst is awake, another worker has it, or c has cross-shard
+   requests out or queued, which run first (a request never overtakes its
+   connection's earlier one). Other connections' requests to dst may still
+   be out: their order against c's is not defined, as with memcached,
+   whose worker threads serve connections concurrently.
    Give it back with worker_give_back() before anything else. */
-struct shard *worker_borrow(struct worker *w, uint32_t dst);
+struct shard *worker_borrow(struct worker *w, const struct conn *c,
+			    uint32_t dst);
 void worker_give_back(struct worker *w, uint32_t dst);
 
 #endif

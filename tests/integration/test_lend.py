@@ -135,3 +135,56 @@ def test_lend_off(server_factory):
     assert total(c, "borrowed", 2) == 0
     assert total(c, "xreq_sent", 2) - x0 > 70  # about 128 sets + 32 gets
     c.close()
+
+
+def same_home(s, ctl, n, want):
+    """`want` connections whose worker is the same: each new one's home is
+    the shard whose connection count its first request raised."""
+    homes = {}
+    while True:
+        before = ctl.stats("shards")
+        c = Conn(s.connect())
+        assert c.cmd("version\r\n").startswith("VERSION ")
+        after = ctl.stats("shards")
+        grew = [i for i in range(n) if after["shard%d_connections" % i] !=
+                before["shard%d_connections" % i]]
+        assert len(grew) == 1, grew
+        homes.setdefault(grew[0], []).append(c)
+        if len(homes[grew[0]]) == want:
+            return homes[grew[0]], [o for h in homes.values() for o in h]
+
+
+def test_lent_get_beside_another_connections_request(server_factory):
+    """Only a connection's own requests out to other shards keep it from a
+    lent shard: a get of a sleeping owner's key is served from its shard
+    even when, in the same pass, another connection of the same worker has
+    just handed that owner a request (a delete, which only the owner runs).
+    The two connections' requests arrive while their worker is busy with a
+    third connection's pipeline, so most rounds meet in one pass: with
+    the rule per worker (any request of the worker's out to that owner)
+    14-16 of 40 gets were lent here, with the rule per connection 40."""
+    s = server_factory(threads=2)
+    ctl = Conn(s.connect())
+    (x, y, z), conns = same_home(s, ctl, 2, 3)
+    keys = remote_keys(x, 2, "bx")
+    assert len(keys) > 3, keys
+    k, dead = keys[0], keys[1:]
+    # y's deletes go to the same owner as x's get (x's remote keys are y's)
+    busy = "version\r\n" * 3000
+    rounds = 40
+    b0, x0 = totals(ctl, 2, "borrowed", "xreq_sent")
+    for i in range(rounds):
+        z.send(busy)
+        y.send("delete %s noreply\r\n" % dead[i % len(dead)])
+        x.send("get %s\r\n" % k)
+        assert x.read_values() == {k: (0, k.encode())}
+        for _ in range(3000):
+            assert z.line().startswith("VERSION ")
+    assert y.cmd("version\r\n").startswith("VERSION ")
+    b, xs = totals(ctl, 2, "borrowed", "xreq_sent")
+    # every delete went to the owner; x's gets were lent unless the owner
+    # happened to be awake
+    assert xs - x0 - 1 >= rounds
+    assert b - b0 >= rounds * 3 // 4, (b - b0, xs - x0)
+    for c in conns + [ctl]:
+        c.close()
