@@ -44,16 +44,18 @@ request at most 0.8x memcached's on the non-pipelined 100-byte workload;
 requests/s at least memcached's everywhere, and closed-loop p99 at most
 memcached's on the multi-get workloads; open-loop p99 and p99.9 at most
 memcached's everywhere; at -t 1, ringcached's CPU per request at most 1.10x
-the floor's on the 100-byte get workloads at pipeline 1 and 16. The median keeps one disturbed round from moving a
-figure; the floor targets also print best round against best round, as
-each server's rounds can fall in one of two modes (README) and the medians
-then pair a fast one with a slow one, and the store floor's multiple of the floor beside
-ringcached's; the open-loop targets say in how many paired rounds ringcached's tail was at
-most memcached's, since the host moves tails several-fold between rounds. Runs with errors or wrong values are listed under the tables and
-make the exit status 1. Under each MISSED target, what bounds it: the
-servers' CPU per request, their context switches per request, the steal
-of those runs and (for the floor targets) callgrind's instructions per
-request, so that a miss says whether it is work, wake-ups or the host.
+the floor's on the 100-byte get workloads at pipeline 1 and 16. The median
+keeps one disturbed round from moving a figure; the floor targets also print
+best round against best round, as each server's rounds can fall in one of
+two modes (README) and the medians then pair a fast one with a slow one, and
+the store floor's multiple of the floor beside ringcached's; the open-loop
+targets say in how many paired rounds ringcached's tail was at most
+memcached's, since the host moves tails several-fold between rounds. Runs
+with errors or wrong values are listed under the tables and make the exit
+status 1. Under each MISSED target, what bounds it: the servers' CPU per
+request, their context switches per request, the steal of those runs and
+(for the floor targets) callgrind's instructions per request, so that a miss
+says whether it is work, wake-ups or the host.
 
 Usage: bench_report.py RESULTS.tsv [INSNS.tsv]
 """

@@ -113,8 +113,8 @@ def test_get_shapes_at_receive_edges(server, pieces, expect):
 
 def test_pipelined_gets_past_the_lookahead(server):
     """More keys in one receive than the look-ahead takes (64 lines and
-    keys per batch of completions): 100-key gets and 200 one-key gets in one send,
-    hits and misses mixed; every reply in order."""
+    keys per batch of completions): 100-key gets and 200 one-key gets in
+    one send, hits and misses mixed; every reply in order."""
     c = Conn(server.connect())
     keys = ["la%d" % i for i in range(300)]
     for k in keys[::2]:
