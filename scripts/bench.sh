@@ -41,6 +41,12 @@
 # a multiple of the floor's, which is where a store's own work begins, and
 # ringcached's as a multiple of it.
 #
+# The open loop also runs ringcached a second time in each round, right
+# after memcached (server "ringcached-again", the same process): a control.
+# The two ringcached runs differ only by the host, so the report's ratio
+# between them says how far the host alone moves a tail between runs, the
+# scale against which an open-loop ringcached / memcached ratio is read.
+#
 # All servers are stopped by pid at the end, on error and on ^C.
 #
 # Environment (flags override):
@@ -64,6 +70,7 @@
 #                   they do not fight over a CPU; 0: never pin [auto]
 #   BENCH_QUICK=1   smoke test: 1 round of 1 s runs
 #   BENCH_ONLY      regex of workload names to run, e.g. 'get90-4KB|set50.*'
+#   BENCH_AGAIN=0   skips the open loop's second ringcached run per round
 #   BENCH_INSNS=0   skips the instruction pass: callgrind's instructions
 #                   per request of each server at -t 1 on get90-100B and
 #                   get90-100B-P16 (when they run), into insns.tsv
@@ -101,6 +108,7 @@ PIN=${BENCH_PIN:-auto}
 STEAL_MS=${BENCH_STEAL_MS:-40}
 TRIES=${BENCH_TRIES:-3}
 INSNS=${BENCH_INSNS:-1}
+AGAIN=${BENCH_AGAIN:-1}
 INSNS_N=${BENCH_INSNS_N:-20000}
 PY=/usr/bin/python3
 
@@ -131,6 +139,7 @@ DURATION=${DURATION:-4}
 [[ $MEM =~ ^[1-9][0-9]*$ ]] || die "BENCH_MEM must be MiB, got '$MEM'"
 [[ $STEAL_MS =~ ^[0-9]+$ ]] || die "BENCH_STEAL_MS must be milliseconds, got '$STEAL_MS'"
 [[ $TRIES =~ ^[1-9][0-9]*$ ]] || die "BENCH_TRIES must be a positive integer, got '$TRIES'"
+[[ $AGAIN = 0 || $AGAIN = 1 ]] || die "BENCH_AGAIN must be 0 or 1, got '$AGAIN'"
 [[ $PIN = auto || $PIN = 0 ]] || die "BENCH_PIN must be auto or 0, got '$PIN'"
 [ "$OPEN" = 0 ] && OPEN=
 for f in $OPEN; do
@@ -345,7 +354,7 @@ EOF
 		[ "$steal" -gt "$STEAL_MS" ] || break
 	done
 	printf '%s\n' "$best" >>"$RESULTS"
-	printf '  t=%s %-8s round %s %-15s %-10s %s\n' "$t" "$mode" "$round" "$name" "$label" \
+	printf '  t=%s %-8s round %s %-15s %-16s %s\n' "$t" "$mode" "$round" "$name" "$label" \
 		"$(awk -F'\t' '{printf "%.0f req/s, p99 %s us, p99.9 %s us, %s errors, steal %s ms (try %s)", $7, $9, $15, $12, $16, $17}' <<<"$best")"
 }
 
@@ -420,6 +429,10 @@ for t in $THREADS; do
 				v=$(value_size "$args")
 				run_one "$t" "$name" "$args" ringcached "$RC_PID" "$RC_PORT" "$round" "${RATE[$name]}" "$frac"
 				run_one "$t" "$name" "$args" memcached "$MC_PID" "$MC_PORT" "$round" "${RATE[$name]}" "$frac"
+				if [ "$AGAIN" = 1 ]; then
+					run_one "$t" "$name" "$args" ringcached-again "$RC_PID" "$RC_PORT" "$round" \
+						"${RATE[$name]}" "$frac"
+				fi
 				run_one "$t" "$name" "$args" floor "${FL_PID[$v]}" "${FL_PORT[$v]}" "$round" "${RATE[$name]}" "$frac"
 			done
 		done

@@ -23,8 +23,11 @@ memcached and, when the run had the network floor (rc-floor, server
   open loop, one table per offered fraction of memcached's closed-loop
   requests/s: p50, p99 and p99.9 when all servers are offered the same rate,
   the host's steal time during the kept runs (median, ms; bench.sh retries
-  runs with much of it), and (with a floor) CPU per request of ringcached
-  and the floor at that rate.
+  runs with much of it), (with a floor) CPU per request of ringcached
+  and the floor at that rate, and (with the control, server
+  "ringcached-again": ringcached run a second time in each round) the
+  control's p99 and p99.9 and ringcached's over them, rc/rc2: two runs of
+  one server that differ only by the host.
   The closed-loop CPU multiple at pipeline 1 also measures batching: a
   faster server wakes for fewer requests at a time, so there the floor can
   cost more per request than a slower server; at the same offered rate the
@@ -50,7 +53,9 @@ best round against best round, as each server's rounds can fall in one of
 two modes (README) and the medians then pair a fast one with a slow one, and
 the store floor's multiple of the floor beside ringcached's; the open-loop
 targets say in how many paired rounds ringcached's tail was at most
-memcached's, since the host moves tails several-fold between rounds. Runs
+memcached's, since the host moves tails several-fold between rounds, and
+(with the control) rc/rc2, the ratio the host alone gave in the same
+rounds. Runs
 with errors or wrong values are listed under the tables and make the exit
 status 1. Under each MISSED target, what bounds it: the servers' CPU per
 request, their context switches per request, the steal of those runs and
@@ -65,6 +70,7 @@ import sys
 from collections import OrderedDict
 
 A, B, C, D = "ringcached", "memcached", "floor", "store"
+E = "ringcached-again"  # the open loop's control: ringcached run twice a round
 CPU_TARGET_WORKLOAD = "get90-100B"
 CPU_TARGET = 0.8
 FLOOR_TARGET_WORKLOADS = ("get90-100B", "get90-100B-P16")
@@ -100,7 +106,7 @@ def group(rows):
     for r in rows:
         (table.setdefault(r["threads"], OrderedDict())
               .setdefault(r["mode"], OrderedDict())
-              .setdefault(r["workload"], {A: [], B: [], C: [], D: []})
+              .setdefault(r["workload"], {A: [], B: [], C: [], D: [], E: []})
               .setdefault(r["server"], []).append(r))
     return table
 
@@ -122,7 +128,7 @@ def switches(runs):
                  for k in ("vcs", "ivcs"))
 
 
-SHORT = ((A, "rc"), (B, "mc"), (C, "fl"), (D, "sf"))
+SHORT = ((A, "rc"), (B, "mc"), (C, "fl"), (D, "sf"), (E, "rc2"))
 
 
 def switch_table(workloads):
@@ -248,21 +254,29 @@ def store_table(workloads):
 
 
 def open_table(mode, workloads, targets, t):
+    """The servers' latencies at one offered rate; with a floor, its
+    latencies and CPU per request; with the control (E), ringcached's second
+    run's p99 and p99.9 and ringcached's first over it (rc/rc2)."""
     fl = has_floor(workloads)
+    aa = any(s[E] for s in workloads.values())
     frac = mode.partition("@")[2] or "?"
     head = ("{:<15} {:>9} | {:>9} {:>9} | {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6} | "
-            "{:>7} {:>7} {:>6} | {:>5} {:>5}" + (" | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>6}" if fl else ""))
+            "{:>7} {:>7} {:>6} | {:>5} {:>5}" + (" | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>6}" if fl else "") +
+            (" | {:>7} {:>6} {:>8} {:>6}" if aa else ""))
     line = ("{:<15} {:>9} | {:>9.0f} {:>9.0f} | {:>7.0f} {:>7.0f} {:>6.2f} | "
             "{:>7.0f} {:>7.0f} {:>6.2f} | {:>7.0f} {:>7.0f} {:>6.2f} | {:>5.0f} {:>5.0f}" +
-            (" | {:>7.0f} {:>7.0f} {:>7.0f} | {:>7.2f} {:>7.2f} {:>6.2f}" if fl else ""))
+            (" | {:>7.0f} {:>7.0f} {:>7.0f} | {:>7.2f} {:>7.2f} {:>6.2f}" if fl else "") +
+            (" | {:>7.0f} {:>6.2f} {:>8.0f} {:>6.2f}" if aa else ""))
     print(head.format(f"open loop {frac}", "offered", "rc req/s", "mc req/s",
                       "rc p50", "mc p50", "rc/mc", "rc p99", "mc p99", "rc/mc",
                       "rc p999", "mc p999", "rc/mc", "rc st", "mc st",
                       *(["fl p50", "fl p99", "fl p999", "rc cpu", "fl cpu", "rc/fl"]
-                        if fl else [])))
+                        if fl else []),
+                      *(["rc2 p99", "rc/rc2", "rc2 p999", "rc/rc2"] if aa else [])))
     print(head.format("", "req/s", "", "", "us", "us", "", "us", "us", "", "us", "us", "",
                       "ms", "ms",
-                      *(["us", "us", "us", "s/Mreq", "s/Mreq", ""] if fl else [])))
+                      *(["us", "us", "us", "s/Mreq", "s/Mreq", ""] if fl else []),
+                      *(["us", "", "us", ""] if aa else [])))
     for name, s in workloads.items():
         if not s[A] or not s[B]:
             continue
@@ -276,6 +290,10 @@ def open_table(mode, workloads, targets, t):
             rc_cpu = cpu_per_mreq(s[A])
             fl_cpu = cpu_per_mreq(s[C]) if s[C] else float("nan")
             extra += [rc_cpu, fl_cpu, ratio(rc_cpu, fl_cpu)]
+        again = {q: med(s[E], q) if s[E] else float("nan") for q in ("p99_us", "p999_us")}
+        if aa:
+            for q in ("p99_us", "p999_us"):
+                extra += [again[q], ratio(p[A, q], again[q])]
         cells = []
         for q in ("p50_us", "p99_us", "p999_us"):
             cells += [p[A, q], p[B, q], r[q]]
@@ -287,9 +305,13 @@ def open_table(mode, workloads, targets, t):
             # server's or the host's (whose tails move several-fold
             # between rounds).
             pairs = [float(a[q]) <= float(b[q]) for a, b in zip(s[A], s[B])]
+            # The control: ringcached over itself, run again in the same
+            # rounds, is how far the host alone moved this figure.
+            ctl = (f"; ringcached over itself run again {ratio(p[A, q], again[q]):.2f}"
+                   if s[E] else "")
             targets.append((f"-t {t} {name} at {frac}x: open-loop {label} ratio {r[q]:.2f} <= 1 "
-                            f"(at most memcached's in {sum(pairs)} of {len(pairs)} rounds)",
-                            r[q] <= 1.0, bounds(s)))
+                            f"(at most memcached's in {sum(pairs)} of {len(pairs)} rounds"
+                            f"{ctl})", r[q] <= 1.0, bounds(s)))
     switch_table(workloads)
 
 

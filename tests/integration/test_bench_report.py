@@ -1,7 +1,8 @@
 """scripts/bench_report.py on results written here: the medians and ratios,
 the context-switch table, the instruction table, the bounds printed under a
 missed target, the floor target's best rounds, the store floor's figures,
-the open-loop targets' paired rounds, results from before the
+the open-loop targets' paired rounds and the control (ringcached run twice
+a round), results from before the
 switch columns, and the exit status on runs with errors.
 """
 import os
@@ -176,6 +177,35 @@ def test_open_loop_paired_rounds(tmp_path):
     p999 = next(l for l in t if "at 0.5x: open-loop p99.9 ratio" in l)
     assert p999.split()[0] == "met", t
     assert "ratio 0.50 <= 1 (at most memcached's in 3 of 3 rounds)" in p999, p999
+
+
+def test_open_loop_control(tmp_path):
+    """With ringcached run again in each open-loop round (the control,
+    server "ringcached-again"): its p99 and p99.9 and ringcached's over
+    them in the table, and in each open-loop target's line."""
+    rows = []
+    for rnd, rc99, again99 in ((1, 300, 200), (2, 150, 600), (3, 500, 400)):
+        for server, p99, p999 in (("ringcached", rc99, 1000), ("memcached", 200, 800),
+                                  ("ringcached-again", again99, 2000)):
+            r = row(server, "get90-100B", 50000, 0.6, rnd=rnd)
+            r.update(mode="open@0.5", rate="50000", p99_us=str(p99), p999_us=str(p999))
+            rows.append(r)
+    out = report_rows(tmp_path, OLD, rows)
+    table = lines_after(out, "open loop 0.5")
+    assert table[0].split("|")[-1].split() == ["rc2", "p99", "rc/rc2", "rc2", "p999",
+                                               "rc/rc2"], table
+    # rc p99 median 300 over the control's 400; p99.9 1000 over 2000
+    assert table[2].split("|")[-1].split() == ["400", "0.75", "2000", "0.50"], table
+    t = lines_after(out, "targets")
+    p99 = next(l for l in t if "at 0.5x: open-loop p99 ratio" in l)
+    assert p99.split()[0] == "MISSED", t
+    assert ("ratio 1.50 <= 1 (at most memcached's in 1 of 3 rounds; ringcached over "
+            "itself run again 0.75)") in p99, p99
+    p999 = next(l for l in t if "at 0.5x: open-loop p99.9 ratio" in l)
+    assert "ratio 1.25 <= 1 (at most memcached's in 0 of 3 rounds; ringcached over " \
+        "itself run again 0.50)" in p999, p999
+    # the control's own figures are in the bounds, beside the two servers'
+    assert "rc2 6.00 us CPU/req" in t[t.index(p99) + 1], t
 
 
 def test_results_without_switch_columns(tmp_path):
