@@ -1,9 +1,9 @@
 """scripts/bench_report.py on results written here: the medians and ratios,
 the context-switch table, the instruction table, the bounds printed under a
 missed target, the floor target's best rounds, the store floor's figures,
-the open-loop targets' paired rounds and the control (ringcached run twice
-a round), results from before the
-switch columns, and the exit status on runs with errors.
+the open-loop targets' paired rounds, the two controls (ringcached run
+twice a round in the open loop, the floor in the closed loop), results from
+before the switch columns, and the exit status on runs with errors.
 """
 import os
 import subprocess
@@ -120,6 +120,25 @@ def test_floor_best_rounds(tmp_path):
     line = next(l for l in t if "get90-100B-P16: server CPU/request" in l)
     assert "1.100x the floor's <= 1.1 (best round against best round 1.467x)" in line, line
     assert line.split()[0] == "met"
+
+
+def test_floor_control(tmp_path):
+    """With the floor run again in each round (the control, server
+    "floor-again"): the floor's CPU per request over its second run's in
+    the floor target's line, and the second run in the bounds."""
+    rows = []
+    for rnd, fl2_cpu in ((1, 0.050), (2, 0.030), (3, 0.050)):
+        rows += [row("ringcached", "get90-100B-P16", 2000000, 0.048, rnd=rnd),
+                 row("memcached", "get90-100B-P16", 300000, 0.45, rnd=rnd),
+                 row("floor", "get90-100B-P16", 3000000, 0.040, rnd=rnd),
+                 row("floor-again", "get90-100B-P16", 3000000, fl2_cpu, rnd=rnd)]
+    t = lines_after(report_rows(tmp_path, OLD, rows), "targets")
+    i = next(i for i, l in enumerate(t) if "get90-100B-P16: server CPU/request" in l)
+    assert t[i].split()[0] == "MISSED", t
+    # 0.40 us against the control's median 0.50: 0.800x
+    assert ("1.200x the floor's <= 1.1 (best round against best round 1.200x; "
+            "the floor over itself run again 0.800x)") in t[i], t[i]
+    assert "fl2 0.50 us CPU/req" in t[i + 1], t[i + 1]
 
 
 def test_store_floor(tmp_path):
