@@ -41,11 +41,14 @@
 # a multiple of the floor's, which is where a store's own work begins, and
 # ringcached's as a multiple of it.
 #
-# The open loop also runs ringcached a second time in each round, right
-# after memcached (server "ringcached-again", the same process): a control.
-# The two ringcached runs differ only by the host, so the report's ratio
-# between them says how far the host alone moves a tail between runs, the
-# scale against which an open-loop ringcached / memcached ratio is read.
+# Two controls, each a server run a second time in the same rounds (the
+# same process), so that its two runs differ only by the host: the open loop
+# runs ringcached again right after memcached (server "ringcached-again"),
+# and at -t 1 the closed loop of the floor targets' workloads runs the floor
+# again after the store floor ("floor-again"). The report's ratio between
+# the two runs of one server says how far the host alone moved that figure,
+# the scale against which ringcached / memcached's open-loop tails and
+# ringcached / floor's CPU per request are read.
 #
 # All servers are stopped by pid at the end, on error and on ^C.
 #
@@ -70,7 +73,9 @@
 #                   they do not fight over a CPU; 0: never pin [auto]
 #   BENCH_QUICK=1   smoke test: 1 round of 1 s runs
 #   BENCH_ONLY      regex of workload names to run, e.g. 'get90-4KB|set50.*'
-#   BENCH_AGAIN=0   skips the open loop's second ringcached run per round
+#   BENCH_AGAIN=0   skips the controls: the second ringcached run per
+#                   open-loop round, the floor's second run on the floor
+#                   targets' workloads
 #   BENCH_INSNS=0   skips the instruction pass: callgrind's instructions
 #                   per request of each server at -t 1 on get90-100B and
 #                   get90-100B-P16 (when they run), into insns.tsv
@@ -414,6 +419,10 @@ for t in $THREADS; do
 			run_one "$t" "$name" "$args" floor "${FL_PID[$v]}" "${FL_PORT[$v]}" "$round"
 			if [[ $name =~ ^(${FLOOR_TARGETS})$ ]]; then
 				run_one "$t" "$name" "$args" store "$SF_PID" "$SF_PORT" "$round"
+				if [ "$AGAIN" = 1 ] && [ "$t" = 1 ]; then
+					run_one "$t" "$name" "$args" floor-again "${FL_PID[$v]}" \
+						"${FL_PORT[$v]}" "$round"
+				fi
 			fi
 		done
 	done
