@@ -55,7 +55,9 @@ void observe_latency_done(struct conn *c, struct xgather *g)
 void observe_shards_done(struct conn *c, struct xgather *g)
 {
 	uint32_t n = c->w->group->nworkers;
-	char *p = room(c, g, (size_t)n * 14 * 64 + 8);
+	/* 64 bytes hold the longest line: a 10-digit shard, a 20-digit count */
+	enum { LINES = 19, LINE_BYTES = 64 };
+	char *p = room(c, g, (size_t)n * LINES * LINE_BYTES + 8);
 	if (!p)
 		return;
 	size_t o = 0;
@@ -78,8 +80,12 @@ void observe_shards_done(struct conn *c, struct xgather *g)
 			{ "poll_hits", k->poll_hits },
 			{ "parked", k->parked },
 			{ "borrowed", k->borrowed },
+			{ "lend_waits", k->lend_waits },
+			{ "lend_sleeps", k->lend_sleeps },
+			{ "lend_wait_us", k->lend_wait_us },
 			{ "connections", k->curr_connections },
 		};
+		_Static_assert(sizeof(v) / sizeof(v[0]) <= LINES, "room for the lines");
 		for (size_t j = 0; j < sizeof(v) / sizeof(v[0]); j++)
 			o += (size_t)sprintf(p + o, "STAT shard%u_%s %llu\r\n", i,
 					     v[j].name, (unsigned long long)v[j].v);

@@ -86,11 +86,17 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void set_clock(struct worker *w)
+static uint64_t clock_us(void)
 {
 	struct timespec ts;
 	clock_gettime(WORKER_CLOCK, &ts);
-	w->now_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void set_clock(struct worker *w)
+{
+	struct timespec ts;
+	w->now_us = clock_us();
 	w->now_ms = (int64_t)(w->now_us / 1000);
 	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
 	if (ts.tv_sec != w->now) {
@@ -142,35 +148,34 @@ static void flush_outboxes(struct worker *w)
 	}
 }
 
-/* ---- lending (enum lend) ---------------------------------------------- */
+/* ---- lending (net/lend.h) --------------------------------------------- */
 
 struct shard *worker_borrow(struct worker *w, const struct conn *c,
 			    uint32_t dst)
 {
 	struct worker *o = w->group->workers[dst];
-	unsigned free = LEND_FREE;
-	if (c->inflight ||
-	    atomic_load_explicit(&o->lend, memory_order_relaxed) != LEND_FREE ||
-	    !atomic_compare_exchange_strong_explicit(&o->lend, &free, LEND_OUT,
-			memory_order_acquire, memory_order_relaxed))
+	if (c->inflight || !lend_try(&o->lend))
 		return NULL;
 	return o->shard;
 }
 
 void worker_give_back(struct worker *w, uint32_t dst)
 {
-	atomic_store_explicit(&w->group->workers[dst]->lend, LEND_FREE,
-			      memory_order_release);
+	lend_return(&w->group->workers[dst]->lend);
 }
 
+/* Right after the wait: the shard back from a borrower that has it, waited
+   for the idle way if the wait since the last pass's end (now_us) was
+   long, the busy way if not (net/lend.h). */
 static void take_shard_back(struct worker *w)
 {
-	unsigned free = LEND_FREE;
-	while (!atomic_compare_exchange_weak_explicit(&w->lend, &free, LEND_OWNER,
-			memory_order_acquire, memory_order_relaxed)) {
-		free = LEND_FREE;
-		sched_yield();
-	}
+	if (lend_take(&w->lend))
+		return;
+	uint64_t t0 = clock_us();
+	bool idle = t0 - w->now_us >= LEND_IDLE_US;
+	w->counters.lend_sleeps += lend_wait(&w->lend, idle);
+	w->counters.lend_waits++;
+	w->counters.lend_wait_us += clock_us() - t0;
 }
 
 /* ---- completions ------------------------------------------------------ */
@@ -605,8 +610,7 @@ static void run_loop(struct worker *w)
 			io_uring_submit(&w->ring);
 		} else {
 			if (lend)
-				atomic_store_explicit(&w->lend, LEND_FREE,
-						      memory_order_release);
+				lend_open(&w->lend);
 			io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
 			if (lend)
 				take_shard_back(w);
@@ -802,7 +806,7 @@ int worker_start_all(struct worker_group *g)
 			w->group = g;
 			w->wake_fd = -1;
 			atomic_init(&w->heartbeat, 0);
-			atomic_init(&w->lend, LEND_OWNER);
+			lend_init(&w->lend);
 			pthread_mutex_init(&w->pub.lock, NULL);
 			g->workers[i] = w;
 		}

@@ -47,6 +47,7 @@
 #include "net/connmem.h"
 #include "net/detail.h"
 #include "net/latency.h"
+#include "net/lend.h"
 #include "net/proto.h"
 #include "shard/shard.h"
 
@@ -87,6 +88,10 @@ struct worker_counters {
 	uint64_t poll_hits;          /* yield polls that found a completion */
 	uint64_t borrowed;           /* gets and sets it served from another
 					worker's lent shard (worker_borrow) */
+	uint64_t lend_waits;         /* wake-ups that found its shard lent out
+					(net/lend.h) */
+	uint64_t lend_sleeps;        /* ... and slept until it came back */
+	uint64_t lend_wait_us;       /* time those wake-ups waited for it */
 	uint64_t parked;             /* batches of direct lines it answered
 					and parked for their home (enum xback)
 					instead of waking it */
@@ -222,7 +227,8 @@ struct worker {
 	struct conn *probe;          /* the next connection conn_probe() looks
 					at (NULL: from the list's head) */
 	atomic_uint_fast64_t heartbeat; /* loop passes; read by main */
-	atomic_uint lend;            /* enum lend: is the shard lent now */
+	atomic_uint lend;            /* enum lend (net/lend.h): is the shard
+					lent now */
 	uint64_t now_us;             /* monotonic us (WORKER_CLOCK), read after
 					the wait and at the end of every pass */
 	/* Latency (net/latency.h), timed with the two readings of the clock
@@ -355,15 +361,13 @@ void worker_send_xreq(struct worker *w, uint32_t dst, struct xreq *x);
 /*
  * Lending: the owner of a shard lends it while it sleeps, so that a get of
  * one of its keys, or a set that replaces an item, costs its home no
- * hand-over and the owner no wake-up. The owner sets LEND_FREE just before
- * its wait and takes the shard back (LEND_FREE -> LEND_OWNER) right after;
- * a borrower holds it (LEND_OUT) for one shard_read_lent() or
- * shard_store_lent() call and gives it back. The owner, finding it out,
- * yields until it is back (a lookup and a copy). Written by both threads: the
- * owner's LEND_FREE and the borrower's give-back release the shard, every
- * taking of it (compare-and-swap) acquires it.
+ * hand-over and the owner no wake-up. The owner opens its `lend` word just
+ * before its wait and takes the shard back right after; a borrower holds it
+ * for one shard_read_lent() or shard_store_lent() call and gives it back.
+ * The owner, finding it out, spins briefly and then sleeps until the
+ * borrower gives it back and wakes it (net/lend.h says why it does not
+ * yield).
  */
-enum lend { LEND_OWNER, LEND_FREE, LEND_OUT };
 
 /* Worker dst's shard for one get or set of connection c, or NULL: lending
    is off, dst is awake, another worker has it, or c has cross-shard

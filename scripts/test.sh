@@ -7,7 +7,7 @@
 #
 #   normal build:  unit tests, every integration test at -t 1 and -t 4
 #   ASan+UBSan:    unit tests, every integration test (LeakSanitizer on)
-#   TSan:          the integration tests at -t 4
+#   TSan:          unit tests, the integration tests at -t 4
 #   libFuzzer:     each target for FUZZ_TIME seconds (30 in make test)
 set -u
 cd "$(dirname "$0")/.."
@@ -55,6 +55,7 @@ tsan_integration() {
 	RINGCACHE_SANITIZER=tsan RINGCACHE_THREADS=4 pytest_run build/tsan/ringcached tests/integration
 }
 stage "integration tests (asan+ubsan)" asan_integration
+stage "unit tests (tsan)" build/tsan/unit_tests
 stage "integration tests -t 4 (tsan)" tsan_integration
 stage "fuzzers (${FUZZ_TIME} s each)" make --no-print-directory fuzz FUZZ_TIME="$FUZZ_TIME"
 

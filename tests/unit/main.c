@@ -14,6 +14,7 @@ int test_shard_register(void);
 int test_seg_register(void);
 int test_meta_register(void);
 int test_latency_register(void);
+int test_lend_register(void);
 
 int main(void)
 {
@@ -26,6 +27,7 @@ int main(void)
 		test_seg_register,
 		test_meta_register,
 		test_latency_register,
+		test_lend_register,
 	};
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 2;
