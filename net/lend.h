@@ -6,30 +6,21 @@
  * sleeps and takes the shard back (lend_take) right after it wakes; while
  * it is open, any other worker may take the shard (lend_try) for one lookup
  * or store and give it back (lend_return). An owner that wakes while a
- * borrower holds its shard waits for it (lend_wait) in one of two ways,
- * chosen by whether its own wait was long (`idle`: it slept at least
- * LEND_IDLE_US, so the CPUs have time to spare) or short (a busy machine):
+ * borrower holds its shard yields until it is back (lend_wait): the yield
+ * hands its CPU to the borrower, when the owner's wake-up preempted it
+ * there, or to other work.
  *
- *   idle: it spins up to LEND_SPINS pauses, which is longer than a borrow
- *         whose borrower runs takes (a probe and a copy), then sleeps on
- *         the word (futex) until the borrower gives the shard back and
- *         wakes it. Yielding instead was the pathology here: a borrower
- *         preempted on the other CPU waits for that CPU's time slice, and
- *         an owner that loops on sched_yield with nothing else queued on
- *         its own CPU keeps it busy doing nothing. -t 2 on two CPUs, open
- *         loop at half memcached's rate, 10 rounds: owners waited 277-557
- *         ms in all (5-10 ms at most at a time) yielding, 1-7 ms (at most
- *         0.04-2.4 ms) spinning and sleeping.
- *   busy: it yields until the shard is back, as it always did: the yield
- *         hands its CPU to the borrower or to other work. Spinning and
- *         sleeping here cost 9-16 % of the closed-loop 10-key gets' req/s
- *         at -t 2 (122 000-123 000 against 134 000-147 000), though the
- *         owners then waited 3-14 ms per 3 s round instead of 460-770.
+ * Measured alternatives (-t 2 on two CPUs, README "Lent reads and
+ * stores"): spinning up to 128 pauses and then sleeping on the word (futex)
+ * cut the owners' waits in the open loop at half memcached's rate from
+ * 277-557 ms to 1-7 ms a run, but cost 9-16 % of the closed-loop 10-key
+ * gets' req/s; doing so only after a wait of 20 us or more (an idle
+ * machine) still cost 5-12 % in two of three closed-loop runs, and its
+ * open-loop tails did not beat yielding's beyond the rounds' spread.
  *
  * States: LEND_OWNER (the owner has it), LEND_FREE (open, no one has it),
- * LEND_OUT (a borrower has it), LEND_WAITED (a borrower has it and the
- * owner sleeps on the word). Every taking of the shard (compare-and-swap)
- * acquires it; lend_open and lend_return release it.
+ * LEND_OUT (a borrower has it). Every taking of the shard
+ * (compare-and-swap) acquires it; lend_open and lend_return release it.
  *
  * Ownership: the word lives in the caller's memory; nothing is allocated.
  * Threads: lend_open, lend_take and lend_wait on the owner's thread only,
@@ -41,10 +32,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-enum lend { LEND_OWNER, LEND_FREE, LEND_OUT, LEND_WAITED };
-
-#define LEND_SPINS 128u   /* a few microseconds of pauses */
-#define LEND_IDLE_US 20u  /* an owner's wait at least this long was idle */
+enum lend { LEND_OWNER, LEND_FREE, LEND_OUT };
 
 static inline void lend_init(atomic_uint *l)
 {
@@ -66,6 +54,12 @@ static inline bool lend_try(atomic_uint *l)
 			memory_order_acquire, memory_order_relaxed);
 }
 
+/* The borrower gives the shard back. */
+static inline void lend_return(atomic_uint *l)
+{
+	atomic_store_explicit(l, LEND_FREE, memory_order_release);
+}
+
 /* The owner, awake: takes its shard back if no borrower has it. */
 static inline bool lend_take(atomic_uint *l)
 {
@@ -74,12 +68,7 @@ static inline bool lend_take(atomic_uint *l)
 			memory_order_acquire, memory_order_relaxed);
 }
 
-/* The borrower gives the shard back, waking the owner if it sleeps on it. */
-void lend_return(atomic_uint *l);
-
-/* The owner, after lend_take failed: waits until it has its shard back,
-   the idle way or the busy way (above). Returns true if it slept on the
-   word. */
-bool lend_wait(atomic_uint *l, bool idle);
+/* The owner, after lend_take failed: yields until it has its shard back. */
+void lend_wait(atomic_uint *l);
 
 #endif

@@ -56,7 +56,7 @@ void observe_shards_done(struct conn *c, struct xgather *g)
 {
 	uint32_t n = c->w->group->nworkers;
 	/* 64 bytes hold the longest line: a 10-digit shard, a 20-digit count */
-	enum { LINES = 19, LINE_BYTES = 64 };
+	enum { LINES = 18, LINE_BYTES = 64 };
 	char *p = room(c, g, (size_t)n * LINES * LINE_BYTES + 8);
 	if (!p)
 		return;
@@ -81,7 +81,6 @@ void observe_shards_done(struct conn *c, struct xgather *g)
 			{ "parked", k->parked },
 			{ "borrowed", k->borrowed },
 			{ "lend_waits", k->lend_waits },
-			{ "lend_sleeps", k->lend_sleeps },
 			{ "lend_wait_us", k->lend_wait_us },
 			{ "connections", k->curr_connections },
 		};

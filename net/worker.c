@@ -164,16 +164,14 @@ void worker_give_back(struct worker *w, uint32_t dst)
 	lend_return(&w->group->workers[dst]->lend);
 }
 
-/* Right after the wait: the shard back from a borrower that has it, waited
-   for the idle way if the wait since the last pass's end (now_us) was
-   long, the busy way if not (net/lend.h). */
+/* Right after the wait: the shard back, waiting for a borrower that has it
+   (net/lend.h), timed only then. */
 static void take_shard_back(struct worker *w)
 {
 	if (lend_take(&w->lend))
 		return;
 	uint64_t t0 = clock_us();
-	bool idle = t0 - w->now_us >= LEND_IDLE_US;
-	w->counters.lend_sleeps += lend_wait(&w->lend, idle);
+	lend_wait(&w->lend);
 	w->counters.lend_waits++;
 	w->counters.lend_wait_us += clock_us() - t0;
 }

@@ -90,7 +90,6 @@ struct worker_counters {
 					worker's lent shard (worker_borrow) */
 	uint64_t lend_waits;         /* wake-ups that found its shard lent out
 					(net/lend.h) */
-	uint64_t lend_sleeps;        /* ... and slept until it came back */
 	uint64_t lend_wait_us;       /* time those wake-ups waited for it */
 	uint64_t parked;             /* batches of direct lines it answered
 					and parked for their home (enum xback)
@@ -364,9 +363,7 @@ void worker_send_xreq(struct worker *w, uint32_t dst, struct xreq *x);
  * hand-over and the owner no wake-up. The owner opens its `lend` word just
  * before its wait and takes the shard back right after; a borrower holds it
  * for one shard_read_lent() or shard_store_lent() call and gives it back.
- * The owner, finding it out, spins briefly and then sleeps until the
- * borrower gives it back and wakes it (net/lend.h says why it does not
- * yield).
+ * The owner, finding it out, yields until it is back (net/lend.h).
  */
 
 /* Worker dst's shard for one get or set of connection c, or NULL: lending

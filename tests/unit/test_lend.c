@@ -1,10 +1,9 @@
 /*
- * test_lend.c - the lend word (net/lend.c): its states one call at a time,
- * an idle owner that sleeps until a borrower gives its shard back, a busy
- * one that yields instead, and an owner and a borrower taking turns at a
- * shared counter many times, both ways (under TSan, `make tsan`'s unit
- * tests, any overlap of the two is a reported race; in every build a lost
- * increment fails the count).
+ * test_lend.c - the lend word (net/lend.h): its states one call at a time,
+ * an owner that waits until a borrower gives its shard back, and an owner
+ * and a borrower taking turns at a shared counter many times (under TSan,
+ * `make tsan`'s unit tests, any overlap of the two is a reported race; in
+ * every build a lost increment fails the count).
  */
 #include <CUnit/CUnit.h>
 #include <pthread.h>
@@ -37,17 +36,15 @@ static void test_states(void)
 	CU_ASSERT(!lend_try(&l));
 }
 
-/* What the owner does on waking (worker.c, take_shard_back). Returns
-   true if it slept. */
-static bool take_back(atomic_uint *l, bool idle)
+/* What the owner does on waking (worker.c, take_shard_back). */
+static void take_back(atomic_uint *l)
 {
-	return !lend_take(l) && lend_wait(l, idle);
+	if (!lend_take(l))
+		lend_wait(l);
 }
 
 struct owner {
 	atomic_uint *l;
-	bool idle;
-	bool slept;
 	atomic_bool started, back;
 };
 
@@ -55,16 +52,16 @@ static void *take_it_back(void *arg)
 {
 	struct owner *o = arg;
 	atomic_store(&o->started, true);
-	o->slept = take_back(o->l, o->idle);
+	take_back(o->l);
 	atomic_store(&o->back, true);
 	return NULL;
 }
 
 /* Starts an owner thread that wakes to find its shard out (the caller
    holds it). */
-static pthread_t start_owner(struct owner *o, atomic_uint *l, bool idle)
+static pthread_t start_owner(struct owner *o, atomic_uint *l)
 {
-	*o = (struct owner){ .l = l, .idle = idle };
+	*o = (struct owner){ .l = l };
 	atomic_init(&o->started, false);
 	atomic_init(&o->back, false);
 	pthread_t t;
@@ -79,41 +76,16 @@ static double now_s(void)
 	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-/* An idle owner wakes while the shard is out: it marks the word waited and
-   sleeps; the give-back wakes it and it has its shard. */
-static void test_owner_sleeps_until_returned(void)
+/* An owner that wakes while the shard is out has it only once the borrower
+   gives it back. */
+static void test_owner_waits(void)
 {
 	atomic_uint l;
 	lend_init(&l);
 	lend_open(&l);
 	CU_ASSERT_FATAL(lend_try(&l));
 	struct owner o;
-	pthread_t t = start_owner(&o, &l, true);
-	/* Its LEND_SPINS pauses end within microseconds; then it marks the
-	   word. */
-	double deadline = now_s() + 10;
-	while (word(&l) != LEND_WAITED && now_s() < deadline)
-		sched_yield();
-	CU_ASSERT_EQUAL(word(&l), LEND_WAITED);
-	CU_ASSERT(!atomic_load(&o.back)); /* still out: it cannot have it */
-	CU_ASSERT(!lend_try(&l));
-	lend_return(&l);
-	pthread_join(t, NULL);
-	CU_ASSERT(atomic_load(&o.back));
-	CU_ASSERT(o.slept);
-	CU_ASSERT_EQUAL(word(&l), LEND_OWNER);
-}
-
-/* A busy owner yields until the shard is back and never marks the word
-   or sleeps on it. */
-static void test_busy_owner_yields(void)
-{
-	atomic_uint l;
-	lend_init(&l);
-	lend_open(&l);
-	CU_ASSERT_FATAL(lend_try(&l));
-	struct owner o;
-	pthread_t t = start_owner(&o, &l, false);
+	pthread_t t = start_owner(&o, &l);
 	double deadline = now_s() + 10;
 	while (!atomic_load(&o.started) && now_s() < deadline)
 		sched_yield();
@@ -124,7 +96,6 @@ static void test_busy_owner_yields(void)
 	lend_return(&l);
 	pthread_join(t, NULL);
 	CU_ASSERT(atomic_load(&o.back));
-	CU_ASSERT(!o.slept);
 	CU_ASSERT_EQUAL(word(&l), LEND_OWNER);
 }
 
@@ -170,7 +141,7 @@ static void test_turns(void)
 		lend_open(&s.l);
 		if (turns % 64 == 0)
 			sched_yield(); /* a longer wait, so borrows happen */
-		take_back(&s.l, turns % 2); /* idle and busy in turn */
+		take_back(&s.l);
 		s.count++;
 		turns++;
 	}
@@ -186,9 +157,7 @@ int test_lend_register(void)
 	CU_pSuite s = CU_add_suite("lend", NULL, NULL);
 	if (!s ||
 	    !CU_add_test(s, "states", test_states) ||
-	    !CU_add_test(s, "idle owner sleeps until returned",
-			 test_owner_sleeps_until_returned) ||
-	    !CU_add_test(s, "busy owner yields", test_busy_owner_yields) ||
+	    !CU_add_test(s, "owner waits", test_owner_waits) ||
 	    !CU_add_test(s, "turns", test_turns))
 		return -1;
 	return 0;
