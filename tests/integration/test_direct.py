@@ -10,6 +10,7 @@ these servers run with -o lend=0, so that every remote get takes
 the path under test."""
 import os
 import socket
+import time
 
 import pytest
 
@@ -236,18 +237,29 @@ def test_cross_shard_reply_one_send(server_factory):
     c.close()
 
 
+def stats_handover(c):
+    """How many requests a stats shards on c hands over to other shards."""
+    x = shards_total(c, "xreq_sent", 2)
+    return shards_total(c, "xreq_sent", 2) - x
+
+
+def is_remote(c, k, per_stats):
+    """At -t 2: whether a get of k on c hands a request over (k lives on
+    the shard other than c's home; k is set to "ok")."""
+    x0 = shards_total(c, "xreq_sent", 2)
+    assert c.get_values("get %s\r\n" % k) == {k: (0, b"ok")}
+    return shards_total(c, "xreq_sent", 2) - x0 > per_stats
+
+
 def local_and_remote(c, prefix):
     """At -t 2: a key of c's home shard and one of the other, each set to
     "ok" (a get of the remote one hands a request over)."""
-    x = shards_total(c, "xreq_sent", 2)
-    per_stats = shards_total(c, "xreq_sent", 2) - x  # what stats hands over
+    per_stats = stats_handover(c)
     where = {}
     for i in range(64):
         k = "%s%d" % (prefix, i)
         assert c.cmd("set %s 0 0 2\r\nok\r\n" % k) == "STORED"
-        x0 = shards_total(c, "xreq_sent", 2)
-        assert c.get_values("get %s\r\n" % k) == {k: (0, b"ok")}
-        where.setdefault(shards_total(c, "xreq_sent", 2) - x0 > per_stats, k)
+        where.setdefault(is_remote(c, k, per_stats), k)
     assert set(where) == {False, True}, where
     return where[False], where[True]
 
@@ -272,6 +284,18 @@ def test_pipelined_reply_not_held(server_factory):
     c.close()
 
 
+def wait_parked(c, n):
+    """Polls stats shards on c until the shards parked n batches in all
+    (bounded: 10 s); asserts they never parked more."""
+    deadline = time.monotonic() + 10
+    while True:
+        parked = shards_total(c, "parked", 2)
+        assert parked <= n
+        if parked == n or time.monotonic() > deadline:
+            break
+    assert parked == n
+
+
 def test_direct_batch_parked(server_factory):
     """A batch of direct lines that the owner sent whole holds nothing a
     client waits for: the owner parks it for the home's next pass instead
@@ -283,20 +307,29 @@ def test_direct_batch_parked(server_factory):
     s = server_factory(*NO_LEND, threads=2)
     c = Conn(s.connect())
     local, remote = local_and_remote(c, "pk")
-    # The owner parks a batch right after it sent the line: a client that
-    # answers sooner (the owner preempted in between, on a busy machine)
-    # meets the batch still out, and the home asks for it back. So a round
-    # may park fewer than all; on an idle machine the first parks 40.
-    best = 0
-    for _ in range(5):
-        p0 = shards_total(c, "parked", 2)
-        for _ in range(20):
-            assert c.get_values("get %s\r\n" % remote) == {remote: (0, b"ok")}
-            assert c.cmd("touch %s 0\r\n" % remote) == "TOUCHED"
-        best = max(best, shards_total(c, "parked", 2) - p0)
-        if best >= 36:
+    # The owner parks a batch right after it sent the line, so a client
+    # that answered at once could meet the batch still out (the owner
+    # preempted in between) and the home would ask for it back. The test
+    # waits for each park on a second connection whose home is the owner:
+    # its stats hand requests over from the owner to the home, which adds
+    # nothing to the home's outbox to the owner and so asks nothing back.
+    watch = None
+    for _ in range(64):
+        w = Conn(s.connect())
+        if not is_remote(w, remote, stats_handover(w)):
+            watch = w
             break
-    assert 36 <= best <= 40
+        w.close()
+    assert watch is not None, "no connection landed on the owner's worker"
+    p0 = shards_total(watch, "parked", 2)
+    for i in range(20):
+        assert c.get_values("get %s\r\n" % remote) == {remote: (0, b"ok")}
+        wait_parked(watch, p0 + 2 * i + 1)
+        assert c.cmd("touch %s 0\r\n" % remote) == "TOUCHED"
+        wait_parked(watch, p0 + 2 * i + 2)
+    watch.close()
+    # Here the home asks before its loop submits the batch's message, so
+    # the owner cannot park first, however the two are scheduled.
     p0 = shards_total(c, "parked", 2)
     for _ in range(20):
         c.send("get %s\r\nget %s\r\n" % (remote, local))
