@@ -84,20 +84,29 @@ def memcached():
 
 
 def exchange(sock, data, settle=0.3):
-    """Sends data, reads until the peer is quiet for `settle` s or closes;
-    returns (bytes, closed)."""
+    """Sends data, reads until the peer closes or is quiet for `settle` s;
+    returns (bytes, closed). A quiet peer is then sent our EOF, and what
+    it still answers (a stalled server answers all it has read, then
+    closes) is read to its close: a stall costs no bytes, only `closed`
+    needs the peer's own close within `settle`."""
     sock.settimeout(settle)
     sock.sendall(data)
     out = b""
+    closed = True
     while True:
         try:
             chunk = sock.recv(1 << 16)
         except socket.timeout:
-            return out, False
+            if not closed:
+                return out, False
+            closed = False
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(10)
+            continue
         except ConnectionResetError:
-            return out, True
+            return out, closed
         if not chunk:
-            return out, True
+            return out, closed
         out += chunk
 
 
