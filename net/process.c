@@ -473,6 +473,7 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 	o += proto_stat_u64(p + o, "bytes_written", k.bytes_written);
 	o += proto_stat_u64(p + o, "threads", n);
 	o += proto_stat_u64(p + o, "hash_bytes", t.hash_bytes);
+	o += proto_stat_u64(p + o, "hash_is_expanding", t.hash_is_expanding != 0);
 	o += proto_stat_u64(p + o, "bytes", t.bytes);
 	o += proto_stat_u64(p + o, "curr_items", t.curr_items);
 	o += proto_stat_u64(p + o, "total_items", t.total_items);

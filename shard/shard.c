@@ -1099,6 +1099,7 @@ void shard_stats(const struct shard *s, struct shard_stats *out)
 	out->bytes = s->seg.live;
 	out->limit_maxbytes = s->cfg.mem_limit;
 	out->hash_bytes = table_bytes(&s->table);
+	out->hash_is_expanding = table_migrating(&s->table);
 	out->segments = s->seg.nsegs;
 	out->segments_free = s->seg.nfree + (s->seg.spare ? 1 : 0);
 	out->segment_bytes = s->seg.bytes;

@@ -179,6 +179,8 @@ struct shard_stats {
 	uint64_t evictions, evicted_unfetched, expired_unfetched, reclaimed;
 	uint64_t limit_maxbytes;
 	uint64_t hash_bytes;  /* memory of the hash table itself */
+	uint64_t hash_is_expanding; /* 1 while the index moves to a larger
+				       array (summed: the shards doing so) */
 	/* the segment store (seg.h) */
 	uint64_t segments;          /* segments held, free ones included */
 	uint64_t segments_free;     /* held but empty (free list + spare) */

@@ -494,6 +494,15 @@ def test_memcdump_and_memcstat(server):
     assert "Server: 127.0.0.1 (%d)" % server.port in text
 
 
+def wait_index_grown(c):
+    """Until no index is moving to a larger array (stats
+    hash_is_expanding, as memcached's); bounded: 30 s."""
+    deadline = time.monotonic() + 30
+    while c.stats()["hash_is_expanding"] != "0":
+        assert time.monotonic() < deadline, "an index still growing"
+        time.sleep(0.01)  # the idle owners' 1 ms ticks move it
+
+
 @pytest.mark.parametrize("nkeys", [200000])
 def test_big_metadump_streams(server_factory, threads, nkeys):
     """A metadump far over one round (18 MB of lines) lists every key once,
@@ -507,7 +516,7 @@ def test_big_metadump_streams(server_factory, threads, nkeys):
                         for i in range(start, start + 5000)))
     assert c.cmd("version\r\n").startswith("VERSION")
     assert int(c.stats()["curr_items"]) == nkeys
-    time.sleep(1.5)  # let the index finish growing (see shard_dump)
+    wait_index_grown(c)  # a walk sees each key once (see shard_dump)
     sampler = StatsSampler(s)
     sampler.start()
     c.send("lru_crawler metadump all\r\nversion\r\n")
@@ -538,7 +547,7 @@ def test_memcdump_big(server_factory, threads):
         c.send(b"".join(b"set dump-%d 0 0 1 noreply\r\n1\r\n" % i
                         for i in range(start, start + 5000)))
     assert c.cmd("version\r\n").startswith("VERSION")
-    time.sleep(1.5)
+    wait_index_grown(c)
     out = subprocess.run(["memcdump", "--servers=127.0.0.1:%d" % s.port],
                          capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -774,6 +774,35 @@ static struct shard *no_exptimes(void)
 	return s;
 }
 
+/* hash_is_expanding: 1 from the insert that starts a larger index until
+   the ticks have moved every entry, and every key is found throughout. */
+static void test_hash_expanding(void)
+{
+	struct shard *s = mk(1 << 24, 1024, false);
+	char key[16];
+	int n = 0;
+	CU_ASSERT(stats(s).hash_is_expanding == 0);
+	while (!stats(s).hash_is_expanding && n < 1000000) {
+		snprintf(key, sizeof(key), "k%d", n++);
+		CU_ASSERT(set(s, key, "v") == SHARD_STORED);
+	}
+	CU_ASSERT_FATAL(stats(s).hash_is_expanding == 1);
+	CU_ASSERT(shard_busy(s));
+	int guard = 0;
+	while (shard_busy(s) && guard++ < 100000) {
+		CU_ASSERT(stats(s).hash_is_expanding == 1);
+		shard_tick(s, 1);
+	}
+	CU_ASSERT(stats(s).hash_is_expanding == 0);
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.curr_items == (uint64_t)n);
+	for (int i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		CU_ASSERT(holds(s, key, "v"));
+	}
+	shard_destroy(s);
+}
+
 static void test_sweep_gated(void)
 {
 	/* a touch that lowers an exptime in place */
@@ -954,6 +983,7 @@ int test_shard_register(void)
 		{ "flush delayed", test_flush_delayed },
 		{ "expiry sweep", test_sweep },
 		{ "expiry sweep only when due", test_sweep_gated },
+		{ "hash_is_expanding", test_hash_expanding },
 		{ "stats and reset", test_stats },
 		{ "set limit at run time", test_set_limit },
 		{ "dump walk", test_dump },
