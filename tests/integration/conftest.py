@@ -167,6 +167,21 @@ def server(request, server_factory):
     return server_factory(threads=request.param)
 
 
+def wait_stat(c, name, pred, timeout=15.0, each=None):
+    """Polls `stats` until pred(int(value)) holds (bounded); runs each()
+    between polls. Returns the last stats."""
+    deadline = time.monotonic() + timeout
+    st = None
+    while time.monotonic() < deadline:
+        st = c.stats()
+        if pred(int(st[name])):
+            return st
+        if each:
+            each()
+        time.sleep(0.01)
+    pytest.fail("stat %s is %s after %.0f s" % (name, st and st[name], timeout))
+
+
 class Conn:
     """A raw text-protocol connection: send bytes, read exact replies."""
 

@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-from conftest import BIN, THREADS, Conn, raise_nofile
+from conftest import BIN, THREADS, Conn, raise_nofile, wait_stat
 
 SANITIZER = os.environ.get("RINGCACHE_SANITIZER")
 MIB = 1 << 20
@@ -50,21 +50,6 @@ def roundtrip(c, n):
     val = (b"%d|" % n) * (1 + n % 200)
     assert c.cmd(b"set %s 0 0 %d\r\n%s\r\n" % (key.encode(), len(val), val)) == "STORED"
     assert c.get_values("get %s\r\n" % key) == {key: (0, val)}
-
-
-def wait_stat(c, name, pred, timeout=15.0, each=None):
-    """Polls `stats` until pred(int(value)) holds (bounded); runs each()
-    between polls. Returns the last stats."""
-    deadline = time.monotonic() + timeout
-    st = None
-    while time.monotonic() < deadline:
-        st = c.stats()
-        if pred(int(st[name])):
-            return st
-        if each:
-            each()
-        time.sleep(0.01)
-    pytest.fail("stat %s is %s after %.0f s" % (name, st and st[name], timeout))
 
 
 # ---- idle connections -------------------------------------------------------
