@@ -30,7 +30,7 @@ import zlib
 
 import pytest
 
-from conftest import THREADS, Conn
+from conftest import THREADS, Conn, wait_stat
 
 SANITIZER = os.environ.get("RINGCACHE_SANITIZER", "")
 MIB = 1 << 20
@@ -279,17 +279,11 @@ def test_expiry_sweep_reclaims_untouched_items(server_factory, threads):
     assert c.cmd("set keep 0 0 4\r\nkeep\r\n") == "STORED"
     st = c.stats()
     assert int(st["total_items"]) == n + 1
-    # Nothing reads the items: only the sweep can take them. Bounded polling
-    # of the condition (the sweep runs in every worker loop pass, and an idle
-    # worker passes at least once a second).
-    deadline = time.monotonic() + 60
-    polls = 0
-    while int(st["curr_items"]) > 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        st = c.stats()
-        polls += 1
-    assert int(st["curr_items"]) == 1, "sweep left %s items after %d polls" % (
-        st["curr_items"], polls)
+    # Nothing reads the items: only the sweep can take them (it runs in
+    # every worker loop pass, and an idle worker passes at least once a
+    # second).
+    st = wait_stat(c, "curr_items", lambda v: v <= 1, timeout=60)
+    assert int(st["curr_items"]) == 1
     assert int(st["reclaimed"]) >= n, st
     assert int(st["expired_unfetched"]) >= n, st
     assert int(st["get_expired"]) == 0 and int(st["evictions"]) == 0, st
