@@ -2,7 +2,8 @@
 the context-switch table, the instruction table, the bounds printed under a
 missed target, the floor target's best rounds, the store floor's figures,
 the open-loop targets' paired rounds, the two controls (ringcached run
-twice a round in the open loop, the floor in the closed loop), results from
+twice a round in the open loop, the floor in the closed loop), the floor's
+open-loop tails against memcached's, results from
 before the switch columns, and the exit status on runs with errors.
 """
 import os
@@ -225,6 +226,29 @@ def test_open_loop_control(tmp_path):
         "itself run again 0.50)" in p999, p999
     # the control's own figures are in the bounds, beside the two servers'
     assert "rc2 6.00 us CPU/req" in t[t.index(p99) + 1], t
+
+
+def test_open_loop_floor_against_memcached(tmp_path):
+    """With the floor in the open loop, each open-loop target's line gives
+    the floor's tail over memcached's (medians): a server that does no work
+    of its own, so above 1 the target measured the host."""
+    rows = []
+    for rnd, fl99, fl999 in ((1, 100, 3000), (2, 300, 900), (3, 200, 1500)):
+        for server, p99, p999 in (("ringcached", 150, 1000), ("memcached", 400, 1000),
+                                  ("floor", fl99, fl999)):
+            r = row(server, "set50-100B", 50000, 0.6, rnd=rnd)
+            r.update(mode="open@0.8", rate="50000", p99_us=str(p99), p999_us=str(p999))
+            rows.append(r)
+    t = lines_after(report_rows(tmp_path, OLD, rows), "targets")
+    p99 = next(l for l in t if "at 0.8x: open-loop p99 ratio" in l)
+    assert p99.split()[0] == "met", t
+    # the floor's median p99 200 over memcached's 400
+    assert ("ratio 0.38 <= 1 (at most memcached's in 3 of 3 rounds; the floor against "
+            "memcached 0.50)") in p99, p99
+    p999 = next(l for l in t if "at 0.8x: open-loop p99.9 ratio" in l)
+    # ringcached's is at most memcached's; the floor's median 1500 is over it
+    assert p999.split()[0] == "met", t
+    assert "the floor against memcached 1.50)" in p999, p999
 
 
 def test_results_without_switch_columns(tmp_path):
