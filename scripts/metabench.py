@@ -83,7 +83,6 @@ def main():
                     lens.append(len(buf) - 4)
                 n = a.requests // 1000
                 c0 = cpu(proc.pid)
-                t0 = time.time()
                 for _ in range(n):
                     for bt, ln in zip(batches, lens):
                         drive(sock, bt, ln, 1)

@@ -6,7 +6,6 @@ tests cross the batched messaging path as much as the inline one.
 """
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time

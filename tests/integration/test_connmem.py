@@ -24,7 +24,6 @@ server is stopped by its pid (conftest's factory asserts a clean exit).
 """
 import os
 import select
-import socket
 import subprocess
 import time
 

@@ -5,7 +5,6 @@ memcached's protocol.txt gives; the server runs at -t 1 and -t 4, so keys
 land on the home shard and on others. Bad input must get memcached's error
 and leave the connection (and other keys) usable.
 """
-import socket
 import time
 
 import pytest
