@@ -181,15 +181,19 @@ def test_store_floor(tmp_path):
     assert "600 instructions/req" in t[i + 1], t[i + 1]
 
 
+def open_row(server, workload, rnd, p99, p999, frac="0.5"):
+    """One open-loop run at 50000 req/s offered (FRAC of memcached's)."""
+    r = row(server, workload, 50000, 0.6, rnd=rnd)
+    r.update(mode=f"open@{frac}", rate="50000", p99_us=str(p99), p999_us=str(p999))
+    return r
+
+
 def test_open_loop_paired_rounds(tmp_path):
     """An open-loop target gives the median ratio and in how many rounds
     ringcached's tail was at most memcached's."""
-    rows = []
-    for rnd, rc99, mc99 in ((1, 300, 200), (2, 150, 200), (3, 500, 200)):
-        for server, p99, p999 in (("ringcached", rc99, 100), ("memcached", mc99, 200)):
-            r = row(server, "get90-100B", 50000, 0.6, rnd=rnd)
-            r.update(mode="open@0.5", rate="50000", p99_us=str(p99), p999_us=str(p999))
-            rows.append(r)
+    rows = [open_row(server, "get90-100B", rnd, p99, p999)
+            for rnd, rc99, mc99 in ((1, 300, 200), (2, 150, 200), (3, 500, 200))
+            for server, p99, p999 in (("ringcached", rc99, 100), ("memcached", mc99, 200))]
     t = lines_after(report_rows(tmp_path, OLD, rows), "targets")
     p99 = next(l for l in t if "at 0.5x: open-loop p99 ratio" in l)
     assert p99.split()[0] == "MISSED", t
@@ -203,13 +207,10 @@ def test_open_loop_control(tmp_path):
     """With ringcached run again in each open-loop round (the control,
     server "ringcached-again"): its p99 and p99.9 and ringcached's over
     them in the table, and in each open-loop target's line."""
-    rows = []
-    for rnd, rc99, again99 in ((1, 300, 200), (2, 150, 600), (3, 500, 400)):
-        for server, p99, p999 in (("ringcached", rc99, 1000), ("memcached", 200, 800),
-                                  ("ringcached-again", again99, 2000)):
-            r = row(server, "get90-100B", 50000, 0.6, rnd=rnd)
-            r.update(mode="open@0.5", rate="50000", p99_us=str(p99), p999_us=str(p999))
-            rows.append(r)
+    rows = [open_row(server, "get90-100B", rnd, p99, p999)
+            for rnd, rc99, again99 in ((1, 300, 200), (2, 150, 600), (3, 500, 400))
+            for server, p99, p999 in (("ringcached", rc99, 1000), ("memcached", 200, 800),
+                                      ("ringcached-again", again99, 2000))]
     out = report_rows(tmp_path, OLD, rows)
     table = lines_after(out, "open loop 0.5")
     assert table[0].split("|")[-1].split() == ["rc2", "p99", "rc/rc2", "rc2", "p999",
@@ -232,13 +233,10 @@ def test_open_loop_floor_against_memcached(tmp_path):
     """With the floor in the open loop, each open-loop target's line gives
     the floor's tail over memcached's (medians): a server that does no work
     of its own, so above 1 the target measured the host."""
-    rows = []
-    for rnd, fl99, fl999 in ((1, 100, 3000), (2, 300, 900), (3, 200, 1500)):
-        for server, p99, p999 in (("ringcached", 150, 1000), ("memcached", 400, 1000),
-                                  ("floor", fl99, fl999)):
-            r = row(server, "set50-100B", 50000, 0.6, rnd=rnd)
-            r.update(mode="open@0.8", rate="50000", p99_us=str(p99), p999_us=str(p999))
-            rows.append(r)
+    rows = [open_row(server, "set50-100B", rnd, p99, p999, frac="0.8")
+            for rnd, fl99, fl999 in ((1, 100, 3000), (2, 300, 900), (3, 200, 1500))
+            for server, p99, p999 in (("ringcached", 150, 1000), ("memcached", 400, 1000),
+                                      ("floor", fl99, fl999))]
     t = lines_after(report_rows(tmp_path, OLD, rows), "targets")
     p99 = next(l for l in t if "at 0.8x: open-loop p99 ratio" in l)
     assert p99.split()[0] == "met", t
