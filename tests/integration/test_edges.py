@@ -92,21 +92,21 @@ def exchange(sock, data, settle=0.3):
     sock.settimeout(settle)
     sock.sendall(data)
     out = b""
-    closed = True
+    sent_eof = False
     while True:
         try:
             chunk = sock.recv(1 << 16)
         except socket.timeout:
-            if not closed:
+            if sent_eof:
                 return out, False
-            closed = False
+            sent_eof = True
             sock.shutdown(socket.SHUT_WR)
             sock.settimeout(10)
             continue
         except ConnectionResetError:
-            return out, closed
+            return out, not sent_eof
         if not chunk:
-            return out, closed
+            return out, not sent_eof
         out += chunk
 
 

@@ -226,6 +226,9 @@ def test_set_split_across_reads(floor):
     size = 300 * 1000
     data = bytes(i % 251 for i in range(size))
     req = b"set big 0 0 %d\r\n" % size + data + b"\r\nget after\r\n"
+    # The pauses only space the pieces out so that most arrive in reads of
+    # their own; nothing waits on them, and the test holds however the
+    # bytes are read.
     for off in range(0, len(req), 7919):
         s.sendall(req[off:off + 7919])
         time.sleep(0.0005)
