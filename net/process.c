@@ -265,13 +265,62 @@ static void do_single(struct conn *c, const struct proto_req *r)
 	worker_lat_local(w, lat_family(r->cmd));
 }
 
+/* Queues a local read's answer (a hit's VALUE block, that out_sink wrote);
+   -1 if the connection gave up on the line (out of memory: the error, as
+   memcached answers). */
+static inline int queue_read(struct conn *c, int rc,
+			     const struct shard_res *res,
+			     const struct out_sink *s)
+{
+	if (rc == -ENOBUFS) {
+		if (conn_emit_copy(c, OOM_GET, sizeof(OOM_GET) - 1) < 0)
+			conn_close(c);
+		return -1;
+	}
+	if (rc == 0 && res->status == SHARD_HIT &&
+	    conn_emit(c, s->start, s->len) < 0) {
+		conn_close(c);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * A whole get or gets line of one key of this shard, the commonest read,
+ * without what process_read keeps for lines of many keys, streamed lines
+ * and other shards' keys (a tenth of a get's instructions).
+ */
+static int read_one_local(struct conn *c, const struct proto_req *r,
+			  uint64_t hash, bool with_cas)
+{
+	struct worker *w = c->w;
+	struct shard_req q = {
+		.op = SHARD_OP_GET,
+		.key = r->keys[0].ptr,
+		.klen = r->keys[0].len,
+		.hash = hash,
+	};
+	struct out_sink s = { .c = c, .with_cas = with_cas, .end = true };
+	struct shard_res res;
+	int rc = shard_exec(w->shard, &q, &res, out_sink, &s);
+	worker_lat_local(w, LAT_GET);
+	if (queue_read(c, rc, &res, &s) < 0)
+		return -1;
+	if ((rc != 0 || res.status != SHARD_HIT) &&
+	    conn_emit_lit(c, "END\r\n") < 0)
+		conn_close(c);
+	return 1;
+}
+
 /*
  * The keys of one piece of a read line, in order; the line's END once its
  * last piece is done. Stops early (after at least one key) when the
  * connection must pause, and says how many keys ran; -1 when it gave up on
  * the line (answered with the out-of-memory error, as memcached does).
+ * `next` is the first key's hash.
  */
-int process_read(struct conn *c, const struct proto_req *r)
+static __attribute__((noinline)) /* its frame is not the one-key read's */
+int read_keys(struct conn *c, const struct proto_req *r, uint64_t next)
 {
 	struct worker *w = c->w;
 	bool gat = r->cmd == PROTO_CMD_GAT || r->cmd == PROTO_CMD_GATS;
@@ -283,7 +332,6 @@ int process_read(struct conn *c, const struct proto_req *r)
 	struct xreq *xfirst = NULL, *xlast = NULL;
 	uint32_t xdst = 0;
 	bool ended = false; /* the last hit carried the END */
-	uint64_t next = r->nkeys ? shard_hash(r->keys[0].ptr, r->keys[0].len) : 0;
 	for (; i < r->nkeys; i++) {
 		if (i && conn_paused(c))
 			return (int)i;
@@ -340,24 +388,27 @@ int process_read(struct conn *c, const struct proto_req *r)
 		if (detail)
 			detail_count(&w->group->detail, q.key, q.klen, DETAIL_GET,
 				     rc == 0 && res.status == SHARD_HIT);
-		if (rc == -ENOBUFS) {
-			if (conn_emit_copy(c, OOM_GET, sizeof(OOM_GET) - 1) < 0)
-				conn_close(c);
+		if (queue_read(c, rc, &res, &s) < 0)
 			return -1;
-		}
-		if (rc == 0 && res.status == SHARD_HIT) {
-			if (conn_emit(c, s.start, s.len) < 0) {
-				conn_close(c);
-				return -1;
-			}
-			ended = s.end;
-		}
+		ended = rc == 0 && res.status == SHARD_HIT && s.end;
 	}
 	if (!r->more && !ended && conn_emit_lit(c, "END\r\n") < 0)
 		conn_close(c);
 	else if (direct && xlast)
 		make_line(c, xdst, xfirst, xlast);
 	return (int)i;
+}
+
+int process_read(struct conn *c, const struct proto_req *r)
+{
+	struct worker *w = c->w;
+	uint64_t h = r->nkeys ? shard_hash(r->keys[0].ptr, r->keys[0].len) : 0;
+	if (r->nkeys == 1 && !r->more &&
+	    (r->cmd == PROTO_CMD_GET || r->cmd == PROTO_CMD_GETS) &&
+	    shard_route(h, w->group->nworkers) == w->id &&
+	    !detail_on(&w->group->detail))
+		return read_one_local(c, r, h, r->cmd == PROTO_CMD_GETS);
+	return read_keys(c, r, h);
 }
 
 /* Stage one for a key: hashes it and, if it is w's, starts loading its
@@ -380,28 +431,40 @@ unsigned process_prefetch(struct worker *w, const char *p, size_t n,
 	const char *end = p + n;
 	unsigned used = 0, nh = 0;
 	uint64_t h[WORKER_PREFETCH_AHEAD];
-	const char *nl;
 	if (budget > WORKER_PREFETCH_AHEAD)
 		budget = WORKER_PREFETCH_AHEAD;
-	while (used < budget && (nl = memchr(p, '\n', (size_t)(end - p)))) {
-		used++;
+	while (used < budget && p < end) {
+		size_t left = (size_t)(end - p);
 		/* A set looks its key (the first token) up too. */
-		bool set = nl - p > 4 && !memcmp(p, "set ", 4);
-		size_t skip = set || (nl - p > 4 && !memcmp(p, "get ", 4)) ? 4 :
-			      nl - p > 5 && !memcmp(p, "gets ", 5) ? 5 : 0;
-		/* With skip, nl - 1 is inside the line. */
-		const char *k = p + skip,
-			   *e = skip && nl[-1] == '\r' ? nl - 1 : nl;
-		while (skip && k < e && used < budget) {
-			const char *sp = memchr(k, ' ', (size_t)(e - k));
-			if (!sp)
-				sp = e;
-			prefetch_key(w, k, (size_t)(sp - k), h, &nh);
+		bool set = left > 4 && !memcmp(p, "set ", 4);
+		size_t skip = set || (left > 4 && !memcmp(p, "get ", 4)) ? 4 :
+			      left > 5 && !memcmp(p, "gets ", 5) ? 5 : 0;
+		const char *k = p + skip;
+		used++;
+		/* Each key up to the byte that ends it; one cut by the end of
+		   the bytes is left alone. */
+		while (skip && used < budget) {
+			size_t len = proto_key_span(k, end);
+			if (k + len == end)
+				goto done;
+			prefetch_key(w, k, len, h, &nh);
 			used++;
-			k = set ? e : sp + 1;
+			k += len;
+			if (set || *k != ' ')
+				break;
+			k++;
 		}
+		/* The next line: at once after a last key's "\r\n". */
+		if (end - k >= 2 && k[0] == '\r' && k[1] == '\n') {
+			p = k + 2;
+			continue;
+		}
+		const char *nl = memchr(k, '\n', (size_t)(end - k));
+		if (!nl)
+			break;
 		p = nl + 1;
 	}
+done:
 	/* Stage two, once every slot is on its way: the items. */
 	for (unsigned i = 0; i < nh; i++)
 		shard_prefetch(w->shard, h[i]);

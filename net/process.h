@@ -57,7 +57,7 @@ struct xreq *process_send_text(struct conn *c, uint32_t dst,
  * loading their index slots, then their items (shard_prefetch_index, then
  * shard_prefetch), so that the cache misses of a pass's lookups overlap. Looks
  * at `budget` (at most WORKER_PREFETCH_AHEAD) lines and keys and returns
- * how many it looked at. Reads p only; a line cut by the end of the bytes
+ * how many it looked at. Reads p only; a key cut by the end of the bytes
  * is left alone; anything else it does not recognise is skipped (the
  * parser, not this, decides what the bytes mean).
  */

@@ -671,20 +671,9 @@ static const char DIGITS2[201] =
 	"34353637383940414243444546474849505152535455565758596061626364656667"
 	"6869707172737475767778798081828384858687888990919293949596979899";
 
-size_t proto_u64(char *dst, uint64_t v)
+/* Values of four digits or more. */
+static size_t u64_long(char *dst, uint64_t v)
 {
-	if (v < 10) {
-		dst[0] = (char)('0' + v);
-		return 1;
-	}
-	if (v < 1000) { /* most flags and value lengths */
-		uint32_t x = (uint32_t)v;
-		size_t n = x < 100 ? 2 : 3;
-		if (n == 3)
-			dst[0] = (char)('0' + x / 100);
-		memcpy(dst + n - 2, &DIGITS2[(x % 100) * 2], 2);
-		return n;
-	}
 	size_t n = 2;
 	for (uint64_t x = v; x >= 100; x /= 10)
 		n++;
@@ -701,6 +690,29 @@ size_t proto_u64(char *dst, uint64_t v)
 		*--p = (char)('0' + v);
 	}
 	return n;
+}
+
+/* Inline where a reply line is composed: most flags and value lengths
+   have at most three digits. */
+static inline size_t put_u64(char *dst, uint64_t v)
+{
+	if (v < 10) {
+		dst[0] = (char)('0' + v);
+		return 1;
+	}
+	if (v >= 1000)
+		return u64_long(dst, v);
+	uint32_t x = (uint32_t)v;
+	size_t n = x < 100 ? 2 : 3;
+	if (n == 3)
+		dst[0] = (char)('0' + x / 100);
+	memcpy(dst + n - 2, &DIGITS2[(x % 100) * 2], 2);
+	return n;
+}
+
+size_t proto_u64(char *dst, uint64_t v)
+{
+	return put_u64(dst, v);
 }
 
 size_t proto_value_line(char *dst, const struct shard_view *v, bool with_cas)
@@ -720,12 +732,12 @@ size_t proto_value_line(char *dst, const struct shard_view *v, bool with_cas)
 	}
 	p += v->klen;
 	*p++ = ' ';
-	p += proto_u64(p, v->flags);
+	p += put_u64(p, v->flags);
 	*p++ = ' ';
-	p += proto_u64(p, v->vlen);
+	p += put_u64(p, v->vlen);
 	if (with_cas) {
 		*p++ = ' ';
-		p += proto_u64(p, v->cas);
+		p += put_u64(p, v->cas);
 	}
 	*p++ = '\r';
 	*p++ = '\n';

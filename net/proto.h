@@ -26,6 +26,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "shard/shard.h"
 
@@ -82,11 +85,24 @@ static inline uint64_t proto__stop_bytes(uint64_t x)
 
 /* How many bytes from p on come before the first byte <= 0x20 or 0x7f
    (what ends a key: ' ', '\r', '\n', a control byte), end - p if none
-   does; eight bytes at a time while eight are left. Inline: it is the
-   parser's inner loop. */
+   does; sixteen bytes at a time (SSE2) while sixteen are left, then eight.
+   Inline: it is the parser's inner loop. */
 static inline size_t proto_key_span(const char *p, const char *end)
 {
 	const char *s = p;
+#ifdef __SSE2__
+	const __m128i low = _mm_set1_epi8(0x21), del = _mm_set1_epi8(0x7f);
+	while (end - p >= 16) {
+		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+		/* a byte stops unless it is >= 0x21 (unsigned) and not 0x7f */
+		__m128i ok = _mm_cmpeq_epi8(_mm_max_epu8(x, low), x);
+		unsigned m = (unsigned)_mm_movemask_epi8(
+			_mm_andnot_si128(_mm_cmpeq_epi8(x, del), ok)) ^ 0xFFFFu;
+		if (m)
+			return (size_t)(p - s) + (size_t)__builtin_ctz(m);
+		p += 16;
+	}
+#endif
 	uint64_t m = 0;
 	while (!m && end - p >= 8) {
 		uint64_t x;

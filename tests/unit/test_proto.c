@@ -1043,7 +1043,9 @@ static void test_get_shortcut(void)
    byte before, inside and across the parser's eight-byte words. */
 static void test_key_control_chars(void)
 {
-	static const size_t lens[] = { 3, 9, 24 };
+	/* Lengths that end in each of the key scan's steps: sixteen bytes
+	   at a time, eight, one. */
+	static const size_t lens[] = { 3, 9, 16, 24, 33 };
 	for (size_t i = 0; i < sizeof(KEY_CMDS) / sizeof(KEY_CMDS[0]); i++) {
 		const struct key_cmd *c = &KEY_CMDS[i];
 		for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++)
@@ -1053,7 +1055,7 @@ static void test_key_control_chars(void)
 			if (b == '\n' || b == ' ')
 				continue;
 			size_t n = lens[l];
-			char key[24];
+			char key[33];
 			memset(key, 'x', n);
 			key[at] = (char)b;
 			bool bad = b < 0x20 || b == 0x7f;
