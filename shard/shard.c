@@ -883,6 +883,16 @@ int shard_exec(struct shard *s, const struct shard_req *req,
 	return -EINVAL;
 }
 
+int shard_get(struct shard *s, const struct shard_req *req,
+	      struct shard_res *res, shard_sink_fn sink, void *ctx)
+{
+	if (req->op != SHARD_OP_GET || !sink || !req_ok(req))
+		return -EINVAL;
+	*res = (struct shard_res){ .status = SHARD_NOT_FOUND };
+	check_flush(s);
+	return do_read(s, req, res, sink, ctx, false);
+}
+
 int shard_read_lent(struct shard *s, int64_t now, const struct shard_req *req,
 		    struct shard_res *res, shard_sink_fn sink, void *ctx)
 {

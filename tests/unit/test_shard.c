@@ -141,6 +141,39 @@ static void test_set_get(void)
 	shard_destroy(s);
 }
 
+/* shard_get is shard_exec's get: the same hit, miss and refusals. */
+static void test_get_entry(void)
+{
+	struct shard *s = mk(1 << 20, 1024, false);
+	CU_ASSERT(store(s, SHARD_OP_SET, "a", "hello", 5, 0) == SHARD_STORED);
+	struct shard_req q = { .op = SHARD_OP_GET, .key = "a", .klen = 1,
+			       .hash = shard_hash("a", 1) };
+	struct sink k = { 0 }, e = { 0 };
+	struct shard_res r, x;
+	CU_ASSERT(shard_get(s, &q, &r, sink_fn, &k) == 0 &&
+		  r.status == SHARD_HIT && r.flags == 5 && r.vlen == 5 &&
+		  memcmp(k.buf, "hello", 5) == 0);
+	CU_ASSERT(shard_exec(s, &q, &x, sink_fn, &e) == 0 &&
+		  x.status == SHARD_HIT && x.cas == r.cas && e.v.cas == k.v.cas);
+	q.key = "b";
+	q.hash = shard_hash("b", 1);
+	CU_ASSERT(shard_get(s, &q, &r, sink_fn, &k) == 0 &&
+		  r.status == SHARD_NOT_FOUND);
+	k.refuse = true;
+	q.key = "a";
+	q.hash = shard_hash("a", 1);
+	CU_ASSERT(shard_get(s, &q, &r, sink_fn, &k) == -ENOBUFS);
+	CU_ASSERT(shard_get(s, &q, &r, NULL, NULL) == -EINVAL);
+	q.op = SHARD_OP_GAT;
+	CU_ASSERT(shard_get(s, &q, &r, sink_fn, &e) == -EINVAL);
+	q.op = SHARD_OP_GET;
+	q.klen = 0;
+	CU_ASSERT(shard_get(s, &q, &r, sink_fn, &e) == -EINVAL);
+	struct shard_stats st = stats(s);
+	CU_ASSERT(st.get_hits == 2 && st.get_misses == 1 && st.cmd_get == 3);
+	shard_destroy(s);
+}
+
 /* Keys that share a hash are told apart by their bytes: for every length
    up to 20 (the index compares 8 to 16 bytes a word at a time), a key with
    any one byte changed finds nothing, and the key itself its value. */
@@ -1000,6 +1033,7 @@ int test_shard_register(void)
 	} t[] = {
 		{ "set/get, flags", test_set_get },
 		{ "keys that share a hash", test_key_compare },
+		{ "shard_get", test_get_entry },
 		{ "add/replace", test_add_replace },
 		{ "append/prepend", test_append_prepend },
 		{ "cas", test_cas },
