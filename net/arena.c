@@ -53,7 +53,8 @@ void arena_reset(struct arena *a)
 
 /* Makes room for n bytes in a new chunk; false when over the limit or (not
    `granted`) the budget. */
-static int grow_chunk(struct arena *a, size_t n, bool granted)
+static __attribute__((noinline)) /* a new chunk is a call away (read_one_local) */
+int grow_chunk(struct arena *a, size_t n, bool granted)
 {
 	const size_t hdr = sizeof(struct arena_chunk);
 	size_t total = a->chunk_size;

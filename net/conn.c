@@ -149,7 +149,7 @@ static void maybe_free(struct conn *c)
 		conn_destroy(c);
 }
 
-void conn_close(struct conn *c)
+__attribute__((cold, noinline)) void conn_close(struct conn *c)
 {
 	if (c->closing)
 		return;

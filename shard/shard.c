@@ -103,7 +103,7 @@ void shard__seg_maybe_free(struct shard *s, struct seg *g)
 }
 
 /* Takes a found item out of the index; its bytes become dead. */
-void shard__drop(struct shard *s, struct found *f)
+__attribute__((cold, noinline)) void shard__drop(struct shard *s, struct found *f)
 {
 	table_remove(&s->table, f->slot);
 	seg_live_sub(&s->seg, f->g, f->size);
