@@ -212,9 +212,8 @@ void shard_set_time(struct shard *s, int64_t now);
 
 /* A get (SHARD_OP_GET) by the owner: shard_exec's, without its dispatch
    on the op. */
-int shard_get(struct shard *s,
-	const struct shard_req *req, struct shard_res *res,
-	shard_sink_fn sink, void *ctx);
+int shard_get(struct shard *s, const struct shard_req *req,
+	      struct shard_res *res, shard_sink_fn sink, void *ctx);
 
 /*
  * A get (SHARD_OP_GET) by a thread the owner lent the shard to: as
