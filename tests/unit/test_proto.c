@@ -1038,6 +1038,80 @@ static void test_get_shortcut(void)
 	}
 }
 
+/*
+ * "set <key> <flags> <exptime> <bytes>\r\n<data>\r\n" has a shortcut past
+ * the general walk (parse_set1); two spaces after the key take the walk
+ * instead. Both must give the same outcome (consumed, need and the data one
+ * byte apart) for keys around the limits, numbers at and past theirs, signs,
+ * noreply, every line end, data short, long, whole and badly ended, and
+ * limits that the line or the data pass.
+ */
+static void test_set_shortcut(void)
+{
+	static const size_t klens[] = { 0, 1, 8, 15, 16, 17, 250, 251 };
+	static const char *const nums[] = {
+		"0 0 5", "4294967295 0 5", "4294967296 0 5", "00 -1 5",
+		"1 2592000 5", "1 999999999999999999 5",
+		"1 9999999999999999999 5", "1 0 0", "1 0 64", "1 0 65",
+		"1 0 5 noreply", "1 0 +5", "1 0 5x", "1 0",
+	};
+	static const char *const tails[] = { "\r\nhello\r\n", "\nhello\r\n",
+					     "\r\nhell", "\r\nhelloXY",
+					     "\r\nhello\r\nget a\r\n", "\r\n", "" };
+	static const struct proto_limits lims[] = {
+		{ .line_max = 1024, .item_max = 64, .keys_max = 8 },
+		{ .line_max = 16, .item_max = 4, .keys_max = 1 },
+	};
+	char key[300], a[512], b[512];
+	for (size_t l = 0; l < sizeof(lims) / sizeof(lims[0]); l++)
+	for (size_t kl = 0; kl < sizeof(klens) / sizeof(klens[0]); kl++)
+	for (size_t n = 0; n < sizeof(nums) / sizeof(nums[0]); n++)
+	for (size_t t = 0; t < sizeof(tails) / sizeof(tails[0]); t++) {
+		memset(key, 'k', klens[kl]);
+		int na = snprintf(a, sizeof(a), "set %.*s %s%s", (int)klens[kl],
+				  key, nums[n], tails[t]);
+		int nb = snprintf(b, sizeof(b), "set %.*s  %s%s", (int)klens[kl],
+				  key, nums[n], tails[t]);
+		/* Not where only the longer line passes the line limit. */
+		const char *nl = memchr(a, '\n', (size_t)na);
+		size_t line = nl ? (size_t)(nl - a) + 1 : (size_t)na;
+		if (line == lims[l].line_max + 1 || (!nl && line == lims[l].line_max))
+			continue;
+		struct parse pa, pb;
+		parse_run(&pa, a, (size_t)na, &lims[l]);
+		parse_run(&pb, b, (size_t)nb, &lims[l]);
+		char m[900];
+		esc(a, (size_t)na, m, sizeof(m));
+		CHECK(pa.rc == pb.rc, "%s: rc %d, with a space %d", m, pa.rc,
+		      pb.rc);
+		if (pa.rc == pb.rc && pa.rc == PROTO_NEED_MORE)
+			CHECK(pa.req.need + !!pa.req.need == pb.req.need,
+			      "%s: need %zu, with a space %zu", m, pa.req.need,
+			      pb.req.need);
+		if (pa.rc == pb.rc && pa.rc != PROTO_NEED_MORE) {
+			CHECK(pa.req.consumed + 1 == pb.req.consumed,
+			      "%s: consumed %zu, with a space %zu", m,
+			      pa.req.consumed, pb.req.consumed);
+			CHECK(pa.req.error == pb.req.error &&
+			      pa.req.swallow == pb.req.swallow &&
+			      pa.req.drop_key == pb.req.drop_key &&
+			      pa.req.close == pb.req.close, "%s: error", m);
+			CHECK(pa.req.cmd == pb.req.cmd &&
+			      pa.req.nkeys == pb.req.nkeys &&
+			      pa.req.noreply == pb.req.noreply &&
+			      pa.req.flags == pb.req.flags &&
+			      pa.req.exptime == pb.req.exptime &&
+			      pa.req.vlen == pb.req.vlen, "%s: fields", m);
+			if (pa.rc == PROTO_REQ)
+				CHECK(pa.req.value - pa.buf + 1 == pb.req.value - pb.buf &&
+				      pa.keys[0].ptr - pa.buf == pb.keys[0].ptr - pb.buf &&
+				      pa.keys[0].len == pb.keys[0].len, "%s: key, data", m);
+		}
+		parse_free(&pa);
+		parse_free(&pb);
+	}
+}
+
 /* Every control byte anywhere in a key refuses the request; bytes >= 0x80
    and printable punctuation are fine. Keys of 3, 9 and 24 bytes put the
    byte before, inside and across the parser's eight-byte words. */
@@ -1492,6 +1566,7 @@ int test_proto_register(void)
 		{ "stream split", test_stream_split },
 		{ "key length 250/251", test_key_length },
 		{ "get shortcut: as the general walk", test_get_shortcut },
+		{ "set shortcut: as the general walk", test_set_shortcut },
 		{ "control characters in keys", test_key_control_chars },
 		{ "round trip: requests", test_roundtrip_requests },
 		{ "round trip: pipeline", test_roundtrip_pipeline },
