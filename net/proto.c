@@ -580,17 +580,13 @@ static bool parse_get1(const char *buf, size_t len,
 	return true;
 }
 
-/* The decimal number at p (at most 18 digits: no overflow) into *v; the
-   byte after it, or NULL if there is no digit or there are more. */
-static const char *plain_u64(const char *p, const char *end, uint64_t *v)
+/* The decimal digits from p on as a token; the byte after them. */
+static const char *digits(const char *p, const char *end, struct tok *t)
 {
 	const char *s = p;
-	uint64_t x = 0;
-	while (p < end && (unsigned)(*p - '0') <= 9 && p - s < 19)
-		x = x * 10 + (uint64_t)(*p++ - '0');
-	if (p == s || p - s > 18 || p == end)
-		return NULL;
-	*v = x;
+	while (p < end && (unsigned)(*p - '0') <= 9)
+		p++;
+	*t = (struct tok){ .p = s, .len = (size_t)(p - s) };
 	return p;
 }
 
@@ -610,22 +606,26 @@ static bool parse_set1(const char *buf, size_t len,
 	const char *end = buf + len, *k = buf + 4;
 	size_t klen = proto_key_span(k, end);
 	const char *p = k + klen;
-	uint64_t flags, exptime, blen;
+	struct tok f, e, b;
 	if (klen == 0 || klen > SHARD_KEY_MAX || p == end || *p != ' ' ||
-	    !(p = plain_u64(p + 1, end, &flags)) || *p != ' ' ||
-	    !(p = plain_u64(p + 1, end, &exptime)) || *p != ' ' ||
-	    !(p = plain_u64(p + 1, end, &blen)) || end - p < 2 ||
-	    p[0] != '\r' || p[1] != '\n')
+	    (p = digits(p + 1, end, &f)) == end || *p != ' ' ||
+	    (p = digits(p + 1, end, &e)) == end || *p != ' ' ||
+	    end - (p = digits(p + 1, end, &b)) < 2 || p[0] != '\r' ||
+	    p[1] != '\n')
 		return false;
+	uint32_t flags;
+	int64_t exptime;
+	uint64_t blen;
 	size_t line = (size_t)(p + 2 - buf);
-	if (flags > UINT32_MAX || blen > VLEN_MAX || blen > lim->item_max ||
+	if (!parse_u32(&f, &flags) || !parse_i64(&e, &exptime) ||
+	    !parse_u64(&b, &blen) || blen > VLEN_MAX || blen > lim->item_max ||
 	    line > lim->line_max + 1 || len - line < blen + 2 ||
 	    buf[line + blen] != '\r' || buf[line + blen + 1] != '\n')
 		return false;
 	req->cmd = PROTO_CMD_SET;
 	set_key(req, &(struct tok){ .p = k, .len = klen });
-	req->flags = (uint32_t)flags;
-	req->exptime = (int64_t)exptime;
+	req->flags = flags;
+	req->exptime = exptime;
 	req->value = buf + line;
 	req->vlen = (uint32_t)blen;
 	req->consumed = line + blen + 2;
