@@ -220,25 +220,35 @@ def test_pipelined_script(floor):
     s.close()
 
 
+def delivered(s, deadline=10.0):
+    """Waits until the server's kernel has acknowledged every byte sent on
+    s (tcp_info's tcpi_unacked, at byte 24, is 0), so that what is sent
+    next comes in a later segment."""
+    end = time.monotonic() + deadline
+    while int.from_bytes(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
+                                      32)[24:28], "little"):
+        assert time.monotonic() < end, "bytes not acknowledged"
+        time.sleep(0.0005)
+
+
 def test_set_split_across_reads(floor):
     """A 300 KB set arrives in pieces; its line too; then a get is answered."""
     s = floor.connect()
     size = 300 * 1000
     data = bytes(i % 251 for i in range(size))
     req = b"set big 0 0 %d\r\n" % size + data + b"\r\nget after\r\n"
-    # The pauses only space the pieces out so that most arrive in reads of
-    # their own; nothing waits on them, and the test holds however the
-    # bytes are read.
+    # Each piece is out of the client before the next is sent, so that most
+    # arrive in reads of their own; the test holds however they are read.
     for off in range(0, len(req), 7919):
         s.sendall(req[off:off + 7919])
-        time.sleep(0.0005)
+        delivered(s)
     want = b"STORED\r\n" + value_reply([b"after"], 100)
     assert read_exact(s, len(want)) == want
     # the data line's "\r\n" split from its bytes, then more requests
     s.sendall(b"set t 0 0 4\r\nab")
-    time.sleep(0.01)
+    delivered(s)
     s.sendall(b"cd\r")
-    time.sleep(0.01)
+    delivered(s)
     s.sendall(b"\nversion\r\n")
     assert read_exact(s, 26) == b"STORED\r\nVERSION rc-floor\r\n"
     s.close()
