@@ -17,11 +17,13 @@ with --single-shot (the fallback for kernels without one). The binary sits
 next to $RINGCACHED (so the sanitizer stages test their own build), else in
 build/; every process is stopped by its pid and must exit 0.
 """
+import fcntl
 import json
 import os
 import signal
 import socket
 import subprocess
+import termios
 import threading
 import time
 from pathlib import Path
@@ -254,6 +256,24 @@ def test_set_split_across_reads(floor):
     s.close()
 
 
+def stalled(s, f, polls=5, deadline=20.0):
+    """Waits until answers wait unread on s and neither their count nor the
+    floor's RSS has moved over `polls` looks 20 ms apart (the floor has
+    stopped: paused, or holding all it will hold); returns the highest RSS
+    seen on the way."""
+    end = time.monotonic() + deadline
+    peak, last, same = 0, None, 0
+    while same < polls:
+        assert time.monotonic() < end, "the exchange did not stall"
+        time.sleep(0.02)  # poll interval
+        now = (int.from_bytes(fcntl.ioctl(s.fileno(), termios.FIONREAD,
+                                          b"\0" * 4), "little"), f.rss_kib())
+        peak = max(peak, now[1])
+        same = same + 1 if now == last and now[0] else 0
+        last = now
+    return peak
+
+
 def test_client_that_does_not_read(floor_factory):
     """Answers pile up while the client does not read: the floor pauses,
     stays small, and answers every request once the client reads."""
@@ -263,8 +283,7 @@ def test_client_that_does_not_read(floor_factory):
     base = f.rss_kib()
     sender = threading.Thread(target=s.sendall, args=(b"get k\r\n" * n,))
     sender.start()
-    time.sleep(1.0)
-    grown = f.rss_kib() - base
+    grown = stalled(s, f) - base
     end, tail, count = b"END\r\n", b"", 0
     while count < n:
         chunk = s.recv(1 << 20)

@@ -517,7 +517,12 @@ def test_logs_verbose(server_factory):
     assert c.cmd("bogus\r\n") == "ERROR"
     c.cmd("set x 0 0 1\r\nx\r\n")
     c.close()
-    time.sleep(0.2)
+    # -vv logs the connection's lines as they happen; the quiet server's
+    # connection came and went before them
+    end = time.monotonic() + 10
+    while "client fd" not in vv.output():
+        assert time.monotonic() < end, vv.output()
+        time.sleep(0.01)  # poll interval
     qo, vo, vvo = quiet.output(), v.output(), vv.output()
     assert "settings:" not in qo and "listening on" not in qo
     assert "bogus" not in qo and "client fd" not in qo
