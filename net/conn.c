@@ -48,9 +48,10 @@ static const char OOM_READ[] = "SERVER_ERROR out of memory reading request\r\n";
 
 static void parse_input(struct conn *c);
 
+/* Half of conn_arena_max: the object arena's limit (conn_init). */
 static size_t arena_soft_limit(const struct conn *c)
 {
-	return c->w->group->cfg->conn_arena_max / 2;
+	return c->arena.limit / 2;
 }
 
 /*
@@ -416,10 +417,19 @@ static void parse_input(struct conn *c)
 		/* What is queued so far ends a reply (start_send). */
 		if (!c->rd_active && c->seg_tail)
 			c->seg_tail->eor = true;
-		struct proto_req req;
-		struct meta_req meta;
 		const char *in = c->rbuf + c->rstart;
 		size_t avail = c->rend - c->rstart;
+		/* The commonest line, a get of one key, skips the request. */
+		struct proto_key key;
+		size_t n;
+		if (!c->rd_active && (n = proto_get1(in, avail, &lim, &key))) {
+			c->last_cmd = c->w->now;
+			process_get1(c, &key, n);
+			c->rstart += n;
+			continue;
+		}
+		struct proto_req req;
+		struct meta_req meta;
 		bool is_meta = !c->rd_active && meta_is_cmd(in, avail);
 		enum proto_rc rc;
 		if (is_meta)

@@ -295,14 +295,14 @@ static inline int queue_read(struct conn *c, int rc,
  * (callgrind, README "Benchmarks").
  */
 static __attribute__((flatten)) int read_one_local(struct conn *c,
-						  const struct proto_req *r,
+						  const struct proto_key *k,
 						  uint64_t hash, bool with_cas)
 {
 	struct worker *w = c->w;
 	struct shard_req q = {
 		.op = SHARD_OP_GET,
-		.key = r->keys[0].ptr,
-		.klen = r->keys[0].len,
+		.key = k->ptr,
+		.klen = k->len,
 		.hash = hash,
 	};
 	struct out_sink s = { .c = c, .with_cas = with_cas, .end = true };
@@ -412,8 +412,29 @@ int process_read(struct conn *c, const struct proto_req *r)
 	    (r->cmd == PROTO_CMD_GET || r->cmd == PROTO_CMD_GETS) &&
 	    shard_route(h, w->group->nworkers) == w->id &&
 	    !detail_on(&w->group->detail))
-		return read_one_local(c, r, h, r->cmd == PROTO_CMD_GETS);
+		return read_one_local(c, &r->keys[0], h,
+				      r->cmd == PROTO_CMD_GETS);
 	return read_keys(c, r, h);
+}
+
+__attribute__((flatten))
+void process_get1(struct conn *c, const struct proto_key *key, size_t consumed)
+{
+	struct worker *w = c->w;
+	uint64_t h = shard_hash(key->ptr, key->len);
+	if (shard_route(h, w->group->nworkers) == w->id &&
+	    !detail_on(&w->group->detail)) {
+		read_one_local(c, key, h, false);
+		return;
+	}
+	struct proto_req r;
+	memset(&r, 0, sizeof(r));
+	r.cmd = PROTO_CMD_GET;
+	r.keys = (struct proto_key *)key; /* read only */
+	r.nkeys = 1;
+	r.checked = true;
+	r.consumed = consumed;
+	read_keys(c, &r, h);
 }
 
 /* Stage one for a key: hashes it and, if it is w's, starts loading its

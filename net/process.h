@@ -52,6 +52,14 @@ struct xreq *process_send_text(struct conn *c, uint32_t dst,
 				const struct xreq *tmpl);
 
 /*
+ * A get line of one key that proto_get1 took (`consumed` bytes): answered
+ * whole, as process_read answers the same line from proto_parse (a key of
+ * this shard without building a request at all). The caller moves past
+ * the line, whatever happened (the connection may be closing).
+ */
+void process_get1(struct conn *c, const struct proto_key *key, size_t consumed);
+
+/*
  * A look ahead at bytes just received, before they are parsed: for the keys
  * of the get, gets and set lines among them that belong to w's shard, starts
  * loading their index slots, then their items (shard_prefetch_index, then

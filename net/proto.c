@@ -9,7 +9,7 @@
  * written straight into the caller's key array as they are scanned, and the
  * scan of a token also notes whether it holds a control character, so a key
  * is validated without a second look at its bytes. A "get" of one key,
- * the commonest request, has a shortcut (parse_get1) that gives the same
+ * the commonest request, has a shortcut (proto_get1) that gives the same
  * outcome without the newline's memchr and the command lookup. Nothing is
  * copied and nothing is allocated; every pointer handed back points into
  * `buf`.
@@ -550,33 +550,17 @@ static int lookup(const char *p, size_t n)
 #undef IS
 }
 
-/*
- * "get <key>\r\n" (or "\n") with one good key, the commonest request,
- * without the general walk (the newline's memchr, the command lookup,
- * read_keys): the same outcome in a quarter of the instructions. Anything
- * else is left to that walk: false.
- */
+/* proto_get1's line as the general walk gives it back. */
 static bool parse_get1(const char *buf, size_t len,
 		       const struct proto_limits *lim, struct proto_req *req)
 {
-	if (len < 7 || memcmp(buf, "get ", 4) != 0)
-		return false;
-	const char *k = buf + 4, *p = k;
-	/* A good key and its "\r\n" are all within this bound. */
-	const char *end = len - 4 < SHARD_KEY_MAX + 2 ? buf + len :
-			  k + SHARD_KEY_MAX + 2;
-	p += proto_key_span(p, end);
-	size_t klen = (size_t)(p - k);
-	size_t eol = end - p >= 2 && p[0] == '\r' && p[1] == '\n' ? 2 :
-		     p < end && p[0] == '\n' ? 1 : 0;
-	/* The walk streams a line whose newline is past line_max. */
-	if (!eol || klen == 0 || klen > SHARD_KEY_MAX ||
-	    4 + klen + eol > lim->line_max + 1)
+	size_t n = proto_get1(buf, len, lim, &req->keys[0]);
+	if (!n)
 		return false;
 	req->cmd = PROTO_CMD_GET;
-	set_key(req, &(struct tok){ .p = k, .len = klen });
+	req->nkeys = 1;
 	req->checked = true;
-	req->consumed = 4 + klen + eol;
+	req->consumed = n;
 	return true;
 }
 

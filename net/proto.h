@@ -205,6 +205,36 @@ enum proto_rc proto_parse(const char *buf, size_t len,
 			  struct proto_key *keys, struct proto_req *req);
 
 /*
+ * "get <key>\r\n" (or "\n") with one good key, the commonest request,
+ * without the general walk (the newline's memchr, the command lookup, the
+ * key loop): its key into *key and the bytes the line takes, or 0 for any
+ * other line, which proto_parse then reads. For a line it takes, proto_parse
+ * gives the same key and length (a read of one key, checked, not more).
+ */
+static inline size_t proto_get1(const char *buf, size_t len,
+				const struct proto_limits *lim,
+				struct proto_key *key)
+{
+	if (len < 7 || memcmp(buf, "get ", 4) != 0)
+		return 0;
+	const char *k = buf + 4, *p = k;
+	/* A good key and its "\r\n" are all within this bound. */
+	const char *end = len - 4 < SHARD_KEY_MAX + 2 ? buf + len :
+			  k + SHARD_KEY_MAX + 2;
+	p += proto_key_span(p, end);
+	size_t klen = (size_t)(p - k);
+	size_t eol = end - p >= 2 && p[0] == '\r' && p[1] == '\n' ? 2 :
+		     p < end && p[0] == '\n' ? 1 : 0;
+	/* The walk streams a line whose newline is past line_max. */
+	if (!eol || klen == 0 || klen > SHARD_KEY_MAX ||
+	    4 + klen + eol > lim->line_max + 1)
+		return 0;
+	key->ptr = k;
+	key->len = (uint8_t)klen;
+	return 4 + klen + eol;
+}
+
+/*
  * Continues a read line after a PROTO_REQ with `more`: buf starts where the
  * previous call's `consumed` (or the caller's partial use of its keys)
  * ended. Returns PROTO_REQ with the next keys (possibly none, when only

@@ -953,12 +953,31 @@ static void test_key_length(void)
 }
 
 /*
- * "get <key>\r\n" has a shortcut past the general walk (parse_get1); a
- * space before the line's end takes the general walk instead. Both must
- * give the same outcome (consumed one byte apart) for every key length
- * around the limits and the eight-byte words, every line end, a control
- * byte in the key, and a request after it.
+ * "get <key>\r\n" has a shortcut past the general walk (proto_get1, which
+ * proto_parse and the connection's loop both take first); a space before
+ * the line's end takes the general walk instead. Both must give the same
+ * outcome (consumed one byte apart) for every key length around the limits
+ * and the eight-byte words, every line end, a control byte in the key, and
+ * a request after it; a line proto_get1 takes must be the walk's one-key
+ * get, and one it leaves must be left under a short line limit too.
  */
+static void check_get1(const struct parse *pa, const struct parse *pb,
+		       const struct proto_limits *lim, const char *m)
+{
+	struct proto_key k = { 0 };
+	size_t n = proto_get1(pa->buf, pa->len, lim, &k);
+	if (!n)
+		return;
+	CHECK(pb->rc == PROTO_REQ && pb->req.cmd == PROTO_CMD_GET &&
+	      pb->req.nkeys == 1 && !pb->req.more &&
+	      pb->req.consumed == n + 1, "%s: proto_get1 took %zu bytes, the "
+	      "walk rc %d, %u keys, consumed %zu", m, n, pb->rc,
+	      pb->req.nkeys, pb->req.consumed);
+	if (pb->rc == PROTO_REQ && pb->req.nkeys == 1)
+		CHECK(k.ptr - pa->buf == pb->keys[0].ptr - pb->buf &&
+		      k.len == pb->keys[0].len, "%s: proto_get1's key", m);
+}
+
 static void test_get_shortcut(void)
 {
 
@@ -992,6 +1011,7 @@ static void test_get_shortcut(void)
 		char m[900];
 		esc(a, na, m, sizeof(m));
 		CHECK(pa.rc == pb.rc, "%s: rc %d, with a space %d", m, pa.rc, pb.rc);
+		check_get1(&pa, &pb, &LIM, m);
 		if (pa.rc == pb.rc && pa.rc != PROTO_NEED_MORE) {
 			CHECK(pa.req.consumed + 1 == pb.req.consumed,
 			      "%s: consumed %zu, with a space %zu", m,
@@ -1024,6 +1044,10 @@ static void test_get_shortcut(void)
 		size_t na = (size_t)snprintf(a, sizeof(a), "get %.*s\r\n", (int)kl, key);
 		struct parse pa;
 		parse_run(&pa, a, na, &short_lim);
+		struct proto_key k;
+		CHECK((proto_get1(pa.buf, na, &short_lim, &k) != 0) ==
+		      (na <= short_lim.line_max + 1),
+		      "key of %zu under line_max 16: proto_get1", kl);
 		if (na <= short_lim.line_max + 1)
 			CHECK(pa.rc == PROTO_REQ && !pa.req.more &&
 			      pa.req.consumed == na && pa.req.nkeys == 1,

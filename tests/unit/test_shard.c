@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "shard/shard.h"
 
@@ -172,6 +173,25 @@ static void test_get_entry(void)
 	struct shard_stats st = stats(s);
 	CU_ASSERT(st.get_hits == 2 && st.get_misses == 1 && st.cmd_get == 3);
 	shard_destroy(s);
+}
+
+/* shard_hash takes keys of 9-16 bytes through XXH3's own short-input
+   function directly: every length and byte pattern must hash as the
+   library's XXH3_64bits does (the index, the routing and the integrity
+   checker all rely on one hash). */
+static void test_hash_is_xxh3(void)
+{
+	char k[SHARD_KEY_MAX + 8];
+	uint64_t x = 0x9E3779B97F4A7C15u;
+	for (int round = 0; round < 64; round++) {
+		for (size_t i = 0; i < sizeof(k); i++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			k[i] = (char)(round < 2 ? 'a' + round : (int)(x & 0xff));
+		}
+		for (size_t len = 0; len <= SHARD_KEY_MAX; len++)
+			CU_ASSERT_EQUAL(shard_hash(k + round % 8, len),
+					XXH3_64bits(k + round % 8, len));
+	}
 }
 
 /* Keys that share a hash are told apart by their bytes: for every length
@@ -1032,6 +1052,7 @@ int test_shard_register(void)
 		void (*fn)(void);
 	} t[] = {
 		{ "set/get, flags", test_set_get },
+		{ "shard_hash is XXH3", test_hash_is_xxh3 },
 		{ "keys that share a hash", test_key_compare },
 		{ "shard_get", test_get_entry },
 		{ "add/replace", test_add_replace },
