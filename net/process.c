@@ -29,6 +29,7 @@
 #include "net/admin.h"
 #include "net/observe.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -97,20 +98,30 @@ static enum shard_op store_op(enum proto_cmd cmd)
 	}
 }
 
-/* The reply line for a finished single-key op, into the output arena. */
+/* The reply line for a finished single-key op, into the output arena (in
+   place when the chunk has room for the longest, as out_sink writes). */
 static void emit_status(struct conn *c, enum proto_cmd cmd, int rc,
 			const struct shard_res *res)
 {
-	char line[64];
+	static_assert(sizeof(OOM_REQ) - 1 <= PROTO_STATUS_MAX, "a status line");
+	struct arena *a = &c->out;
+	char line[PROTO_STATUS_MAX];
+	char *p = arena_room(a) >= PROTO_STATUS_MAX ?
+		  arena_bytes(a, PROTO_STATUS_MAX) : line;
 	size_t n;
 	if (rc < 0) {
-		memcpy(line, OOM_REQ, sizeof(OOM_REQ) - 1);
+		memcpy(p, OOM_REQ, sizeof(OOM_REQ) - 1);
 		n = sizeof(OOM_REQ) - 1;
 	} else {
-		n = proto_status_line(line, cmd, res);
+		n = proto_status_line(p, cmd, res);
 	}
-	if (conn_emit_copy(c, line, n) < 0)
+	if (p != line) {
+		arena_trim(a, PROTO_STATUS_MAX - n);
+		if (conn_emit(c, p, n) < 0)
+			conn_close(c);
+	} else if (conn_emit_copy(c, line, n) < 0) {
 		conn_close(c);
+	}
 }
 
 /*

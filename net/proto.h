@@ -259,8 +259,9 @@ size_t proto_value_line(char *dst, const struct shard_view *v, bool with_cas);
 /*
  * The reply line for a non-read outcome ("STORED\r\n", "NOT_FOUND\r\n", ...),
  * for the command that produced it. For SHARD_NUMBER it writes the number.
- * Needs at most 64 bytes. Returns the length written.
+ * Needs at most PROTO_STATUS_MAX bytes. Returns the length written.
  */
+#define PROTO_STATUS_MAX 64
 size_t proto_status_line(char *dst, enum proto_cmd cmd,
 			 const struct shard_res *res);
 

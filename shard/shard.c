@@ -165,9 +165,11 @@ static int place(struct shard *s, enum seg_queue q, uint64_t hash,
 	struct seg *g;
 	uint32_t off;
 	s->pinned = old ? old->g->id : 0;
+	size_t edits = table_edits(&s->table);
 	char *p = shard__alloc_item(s, q, n, &g, &off);
 	s->pinned = 0;
-	if (old) /* evictions shifted index slots; old itself stayed put */
+	/* Evictions may have shifted index slots; old itself stayed put. */
+	if (old && table_edits(&s->table) != edits)
 		old->slot = table_find_loc(&s->table, hash,
 					   table_loc(old->g->id, old->off));
 	if (!p) {

@@ -64,6 +64,7 @@ void table_deinit(struct table *t)
 
 void table_clear(struct table *t)
 {
+	t->edits++;
 	array_free(t, &t->old);
 	t->count = t->cursor = 0;
 	if (t->cur.n > TABLE_MIN_SLOTS) {
@@ -136,6 +137,7 @@ static void shift_remove(struct table_array *a, size_t i)
 
 void table_remove(struct table *t, uint64_t *slot)
 {
+	t->edits++;
 	t->count--;
 	if (slot >= t->cur.slot && slot < t->cur.slot + t->cur.n)
 		shift_remove(&t->cur, (size_t)(slot - t->cur.slot));
@@ -147,6 +149,7 @@ bool table_migrate(struct table *t, size_t slots)
 {
 	if (!t->old.slot)
 		return false;
+	t->edits++;
 	while (slots-- && t->cursor < t->old.n) {
 		uint64_t e = t->old.slot[t->cursor++];
 		if (!table_is_entry(e))
@@ -193,6 +196,7 @@ static int rebuild(struct table *t)
 
 int table_insert(struct table *t, uint64_t hash, uint64_t loc)
 {
+	t->edits++;
 	if ((t->count + 1) * LOAD_DEN > t->cur.n * LOAD_NUM && rebuild(t) < 0)
 		return -ENOMEM;
 	put(t, table_entry(hash, loc));

@@ -32,7 +32,8 @@
  * Ownership: the table owns its arrays (from the heap given to
  * table_init), never the items. A struct table lives in the caller's
  * memory (init/deinit). A slot pointer returned by a lookup is valid until
- * the next insert, remove, migrate or clear (a remove shifts entries).
+ * the next insert, remove, migrate or clear (a remove shifts entries):
+ * while table_edits() has not changed.
  * Only the owning shard's thread calls it. Errors are negative errno
  * values.
  */
@@ -71,6 +72,7 @@ struct table {
 	size_t cursor;            /* next old slot to move */
 	size_t count;             /* live entries in both arrays */
 	size_t bytes;             /* heap_usable() of both arrays */
+	size_t edits;             /* inserts, removes, migrations, clears */
 };
 
 static inline uint64_t table_loc(uint32_t seg_id, uint32_t off)
@@ -187,6 +189,8 @@ static inline bool table_migrating(const struct table *t)
 /* Bytes the next insert may allocate (a new array), for admission. */
 size_t table_grow_bytes(const struct table *t);
 static inline size_t table_bytes(const struct table *t) { return t->bytes; }
+/* Changes whenever a slot pointer of a lookup may have gone stale. */
+static inline size_t table_edits(const struct table *t) { return t->edits; }
 static inline size_t table_count(const struct table *t) { return t->count; }
 
 /* The current array's slots, for a sweep (slots may be empty: check

@@ -1,7 +1,8 @@
 /*
  * test_table.c - the shard's index (shard/table.c): lookups across
  * incremental rebuilds, removes during migration and tombstones, heavy
- * collisions, location moves and the memory it reports.
+ * collisions, location moves, when slot pointers go stale and the memory
+ * it reports.
  *
  * The "items" are just numbered keys: key i lives at a made-up location
  * (segment 1 + i / 2^20, offset i % 2^20), and the match callback
@@ -190,6 +191,44 @@ static void test_delete_during_migration(void)
 	fx_deinit(&f);
 }
 
+/* A slot pointer of a lookup still holds its key's entry for as long as
+   table_edits() has not changed, through inserts, removes (which shift
+   the long runs of colliding keys), moves and migrations; and the moves
+   (which shift nothing) leave it unchanged. */
+static void test_edits(void)
+{
+	struct fixture f;
+	fx_init(&f, 3000, true);
+	size_t stale = 0, kept = 0, changed = 0;
+	uint64_t x = 88172645463325252u;
+	for (size_t round = 0; round < 30000; round++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		size_t i = (size_t)(x % f.n), j = (size_t)((x >> 32) % f.n);
+		uint64_t *sj = f.present[j] ? slot_of(&f, j) : NULL;
+		size_t e = table_edits(&f.t);
+		if (!f.present[i]) {
+			CU_ASSERT_FATAL(add(&f, i) == 0);
+		} else if (round % 3) {
+			del(&f, i);
+		} else {
+			table_move(slot_of(&f, i), loc_of(i));
+		}
+		if (round % 5 == 0)
+			table_migrate(&f.t, 16);
+		if (!sj)
+			continue;
+		if (table_edits(&f.t) != e) {
+			changed++;
+			continue;
+		}
+		kept++;
+		stale += !f.present[j] || (*sj & TABLE_LOC_MASK) != loc_of(j);
+	}
+	CU_ASSERT(stale == 0);
+	CU_ASSERT(kept > 1000 && changed > 1000);
+	fx_deinit(&f);
+}
+
 /* Long probe runs, wrap-around and backward-shift removes, checked
    after removes and through 20 rounds of re-adding and removing. */
 static void test_collisions(void)
@@ -292,6 +331,7 @@ int test_table_register(void)
 	    !CU_add_test(s, "deletes during migration",
 			 test_delete_during_migration) ||
 	    !CU_add_test(s, "collisions and backward shift", test_collisions) ||
+	    !CU_add_test(s, "slot pointers while edits stand", test_edits) ||
 	    !CU_add_test(s, "moves keep the key", test_move) ||
 	    !CU_add_test(s, "memory reporting", test_memory))
 		return -1;
