@@ -54,9 +54,9 @@
 #define FRAG_SLACK_DIV 32u /* fragmentation up to limit/32 is not charged */
 
 /* XXH3. A key of 9-16 bytes (most keys of a cache) goes to the header's own
-   function for that length, inline: the library call's length dispatch
-   cost 10 instructions a key, and every get hashes its key twice (the
-   look-ahead, then the read). Checked against the library for every
+   function for that length, inline: the library call and its length
+   dispatch cost about 10 instructions a get, which hashes its key twice
+   (the look-ahead, then the read). Checked against the library for every
    length (test_shard). */
 uint64_t shard_hash(const char *key, size_t len)
 {
