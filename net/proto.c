@@ -9,8 +9,9 @@
  * written straight into the caller's key array as they are scanned, and the
  * scan of a token also notes whether it holds a control character, so a key
  * is validated without a second look at its bytes. A "get" of one key,
- * the commonest request, has a shortcut (proto_get1) that gives the same
- * outcome without the newline's memchr and the command lookup. Nothing is
+ * the commonest request, has a shortcut that the connection's loop takes
+ * before calling proto_parse (proto_get1, proto.h): the same outcome
+ * without the newline's memchr, the command lookup or a request. Nothing is
  * copied and nothing is allocated; every pointer handed back points into
  * `buf`.
  *
@@ -550,20 +551,6 @@ static int lookup(const char *p, size_t n)
 #undef IS
 }
 
-/* proto_get1's line as the general walk gives it back. */
-static bool parse_get1(const char *buf, size_t len,
-		       const struct proto_limits *lim, struct proto_req *req)
-{
-	size_t n = proto_get1(buf, len, lim, &req->keys[0]);
-	if (!n)
-		return false;
-	req->cmd = PROTO_CMD_GET;
-	req->nkeys = 1;
-	req->checked = true;
-	req->consumed = n;
-	return true;
-}
-
 /* The decimal digits from p on as a token; the byte after them. */
 static const char *digits(const char *p, const char *end, struct tok *t)
 {
@@ -622,7 +609,7 @@ enum proto_rc proto_parse(const char *buf, size_t len,
 {
 	memset(req, 0, sizeof(*req));
 	req->keys = keys;
-	if (parse_get1(buf, len, lim, req) || parse_set1(buf, len, lim, req))
+	if (parse_set1(buf, len, lim, req))
 		return PROTO_REQ;
 
 	/* A line may hold line_max bytes before its newline. */

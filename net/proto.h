@@ -208,8 +208,9 @@ enum proto_rc proto_parse(const char *buf, size_t len,
  * "get <key>\r\n" (or "\n") with one good key, the commonest request,
  * without the general walk (the newline's memchr, the command lookup, the
  * key loop): its key into *key and the bytes the line takes, or 0 for any
- * other line, which proto_parse then reads. For a line it takes, proto_parse
- * gives the same key and length (a read of one key, checked, not more).
+ * other line, which proto_parse then reads. A line it takes is one that
+ * proto_parse reads as a get of that one key and length, checked, not
+ * `more` (test_proto and the parser's fuzzer hold it to that).
  */
 static inline size_t proto_get1(const char *buf, size_t len,
 				const struct proto_limits *lim,

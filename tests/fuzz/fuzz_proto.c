@@ -19,6 +19,8 @@
  *  - a read line that goes on (`more`) is continued with
  *    proto_parse_more() as a connection does, its keys under the same
  *    rules; a refusal with skip_line drops input through the next "\n".
+ *  - a line the connection's get shortcut (proto_get1) takes is a get of
+ *    the same one key and length by proto_parse.
  * The composers are run on what was parsed, against their stated room.
  *
  * A first byte below 0x08 selects tighter limits (and is not part of the
@@ -225,7 +227,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			st.checked = r.checked;
 			continue;
 		}
+		struct proto_key k1;
+		size_t n1 = proto_get1(p, len, lim, &k1);
 		enum proto_rc rc = proto_parse(p, len, lim, keys, &r);
+		/* The connection's shortcut takes only what the walk reads as
+		   a whole get of the same one key. */
+		if (n1)
+			REQUIRE(rc == PROTO_REQ && r.cmd == PROTO_CMD_GET &&
+				r.nkeys == 1 && !r.more && r.consumed == n1 &&
+				keys[0].ptr == k1.ptr && keys[0].len == k1.len);
 		if (rc == PROTO_NEED_MORE) {
 			REQUIRE(r.need == 0 || r.need > len);
 			/* Without a "\n" in reach it can only be waiting for a

@@ -954,12 +954,12 @@ static void test_key_length(void)
 
 /*
  * "get <key>\r\n" has a shortcut past the general walk (proto_get1, which
- * proto_parse and the connection's loop both take first); a space before
- * the line's end takes the general walk instead. Both must give the same
- * outcome (consumed one byte apart) for every key length around the limits
- * and the eight-byte words, every line end, a control byte in the key, and
- * a request after it; a line proto_get1 takes must be the walk's one-key
- * get, and one it leaves must be left under a short line limit too.
+ * the connection's loop takes before proto_parse). A line it takes must
+ * be the walk's one-key get, the same line with a space before its end
+ * (which the shortcut leaves) must read the same (consumed one byte
+ * apart), for every key length around the limits and the eight-byte
+ * words, every line end, a control byte in the key, and a request after
+ * it; and under a short line limit it must leave a line the walk streams.
  */
 static void check_get1(const struct parse *pa, const struct parse *pb,
 		       const struct proto_limits *lim, const char *m)
