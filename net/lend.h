@@ -68,6 +68,21 @@ static inline bool lend_take(atomic_uint *l)
 			memory_order_acquire, memory_order_relaxed);
 }
 
+/*
+ * Whether a worker that found `ready` completions at one look at its queue
+ * should borrow in what it dispatches of them: only below LEND_BUSY. A busy
+ * worker hands its remote keys to their owner instead, which keeps both
+ * awake and their work even; borrowing then left one worker serving both
+ * shards and the other asleep, woken late on a shared CPU, and doubled the
+ * closed-loop 10-key gets' p99 at -t 2 (README, "Lent reads and stores").
+ */
+#define LEND_BUSY 4u
+
+static inline bool lend_worth(unsigned ready)
+{
+	return ready < LEND_BUSY;
+}
+
 /* The owner, after lend_take failed: yields until it has its shard back. */
 void lend_wait(atomic_uint *l);
 

@@ -154,7 +154,7 @@ struct shard *worker_borrow(struct worker *w, const struct conn *c,
 			    uint32_t dst)
 {
 	struct worker *o = w->group->workers[dst];
-	if (c->inflight || !lend_try(&o->lend))
+	if (c->inflight || w->lend_busy || !lend_try(&o->lend))
 		return NULL;
 	return o->shard;
 }
@@ -425,6 +425,7 @@ static void dispatch_all(struct worker *w)
 	unsigned n;
 	while ((n = io_uring_peek_batch_cqe(&w->ring, cqe, WORKER_CQE_BATCH))) {
 		unsigned ahead = 0, pf = 0;
+		w->lend_busy = !lend_worth(n);
 		for (unsigned i = 0; i < n; i++) {
 			for (; pf < n && ahead < WORKER_PREFETCH_AHEAD; pf++) {
 				keys[pf] = (unsigned char)prefetch_cqe(w, cqe[pf],

@@ -36,6 +36,16 @@ static void test_states(void)
 	CU_ASSERT(!lend_try(&l));
 }
 
+/* A worker borrows while fewer than LEND_BUSY completions wait at once. */
+static void test_worth(void)
+{
+	CU_ASSERT(lend_worth(0));
+	CU_ASSERT(lend_worth(1));
+	CU_ASSERT(lend_worth(LEND_BUSY - 1));
+	CU_ASSERT(!lend_worth(LEND_BUSY));
+	CU_ASSERT(!lend_worth(64));
+}
+
 /* What the owner does on waking (worker.c, take_shard_back). */
 static void take_back(atomic_uint *l)
 {
@@ -157,6 +167,7 @@ int test_lend_register(void)
 	CU_pSuite s = CU_add_suite("lend", NULL, NULL);
 	if (!s ||
 	    !CU_add_test(s, "states", test_states) ||
+	    !CU_add_test(s, "worth", test_worth) ||
 	    !CU_add_test(s, "owner waits", test_owner_waits) ||
 	    !CU_add_test(s, "turns", test_turns))
 		return -1;
