@@ -70,11 +70,13 @@ static inline bool lend_take(atomic_uint *l)
 
 /*
  * Whether a worker that found `ready` completions at one look at its queue
- * should borrow in what it dispatches of them: only below LEND_BUSY. A busy
- * worker hands its remote keys to their owner instead, which keeps both
- * awake and their work even; borrowing then left one worker serving both
- * shards and the other asleep, woken late on a shared CPU, and doubled the
- * closed-loop 10-key gets' p99 at -t 2 (README, "Lent reads and stores").
+ * should borrow for the multi-gets it dispatches of them: only below
+ * LEND_BUSY. A busy worker hands a multi-get's remote keys to their owner
+ * instead, which keeps both awake and their work even; borrowing then left
+ * one worker serving both shards and the other asleep, woken late on a
+ * shared CPU, and doubled the closed-loop 10-key gets' p99 at -t 2. One-key
+ * gets and sets still borrow: for them the rule lengthened get90's open-loop
+ * tail (README, "Lent reads and stores").
  */
 #define LEND_BUSY 4u
 

@@ -374,8 +374,10 @@ int read_keys(struct conn *c, const struct proto_req *r, uint64_t next)
 		if (dst == w->id) {
 			rc = shard_exec(w->shard, &q, &res, out_sink, &s);
 		} else if (!gat) {
-			/* A sleeping owner lends its shard (worker.h). */
-			struct shard *sh = worker_borrow(w, c, dst);
+			/* A sleeping owner lends its shard (worker.h); a
+			   busy worker hands a multi-get's keys over. */
+			struct shard *sh = r->nkeys > 1 && w->lend_busy ?
+				NULL : worker_borrow(w, c, dst);
 			if (sh) {
 				rc = shard_read_lent(sh, w->now, &q, &res,
 						     out_sink, &s);

@@ -154,7 +154,7 @@ struct shard *worker_borrow(struct worker *w, const struct conn *c,
 			    uint32_t dst)
 {
 	struct worker *o = w->group->workers[dst];
-	if (c->inflight || w->lend_busy || !lend_try(&o->lend))
+	if (c->inflight || !lend_try(&o->lend))
 		return NULL;
 	return o->shard;
 }

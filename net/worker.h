@@ -14,7 +14,7 @@
  * another are executed in the order they were made. The one exception to
  * "only worker j touches shard j": while j sleeps it lends its shard, and
  * i may serve a get of j's, or a set that replaces one of j's items, from
- * it itself (enum lend), unless i is busy (lend_worth).
+ * it itself (enum lend); a busy i hands a multi-get's keys over (lend_worth).
  *
  * Ownership: struct worker and its connections' memory come from the
  * worker's own mimalloc heap (`heap`), created on the worker's thread;
@@ -240,7 +240,8 @@ struct worker {
 	   returning batch). */
 	uint64_t pass_us;
 	/* The last look at the completion queue found LEND_BUSY or more:
-	   this worker borrows no shard until the next look (lend_worth). */
+	   this worker borrows no shard for a multi-get until the next look
+	   (lend_worth, net/process.c read_keys). */
 	bool lend_busy;
 	uint32_t lat_local[LAT_NFAM];
 	uint32_t lat_fams;           /* bit f: lat_local[f] != 0 */
