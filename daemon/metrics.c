@@ -226,6 +226,9 @@ static void totals(FILE *f, struct worker_group *g, const struct shard_stats *t,
 	COUNTER(f, "memcached_connections_rejected_total",
 		"Total number of connections rejected due to hitting the memcached's -c limit in maxconns_fast mode.",
 		k->rejected_connections);
+	COUNTER(f, "memcached_connections_listener_disabled_total",
+		"Number of times that memcached has hit its connections limit and disabled its listener.",
+		k->listen_disabled);
 	GAUGE(f, "memcached_max_connections", "Maximum number of clients allowed.",
 	      g->cfg->max_conns);
 	GAUGE(f, "ringcache_threads", "Number of worker threads.", g->nworkers);

@@ -525,6 +525,7 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 		k.curr_connections += all[i].worker.curr_connections;
 		k.total_connections += all[i].worker.total_connections;
 		k.rejected_connections += all[i].worker.rejected_connections;
+		k.listen_disabled += all[i].worker.listen_disabled;
 		k.cmd_flush += all[i].worker.cmd_flush;
 		k.conn_buffer_bytes += all[i].worker.conn_buffer_bytes;
 		k.conn_buffer_refused += all[i].worker.conn_buffer_refused;
@@ -552,6 +553,7 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 	o += proto_stat_u64(p + o, "curr_connections", k.curr_connections);
 	o += proto_stat_u64(p + o, "total_connections", k.total_connections);
 	o += proto_stat_u64(p + o, "rejected_connections", k.rejected_connections);
+	o += proto_stat_u64(p + o, "listen_disabled_num", k.listen_disabled);
 	o += proto_stat_u64(p + o, "cmd_get", t.cmd_get);
 	o += proto_stat_u64(p + o, "cmd_set", t.cmd_set);
 	o += proto_stat_u64(p + o, "cmd_flush", k.cmd_flush);
@@ -644,6 +646,7 @@ static void execute_fanout(struct worker *w, struct xreq *x, struct xbatch *b)
 		shard_stats_reset(w->shard);
 		w->counters.total_connections = 0;
 		w->counters.rejected_connections = 0;
+		w->counters.listen_disabled = 0;
 		w->counters.cmd_flush = 0;
 		w->counters.conn_slow_closed = 0;
 		w->counters.bytes_read = 0;

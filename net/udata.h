@@ -15,7 +15,9 @@
 
 enum ud_tag {
 	UD_IGNORE = 0,   /* nothing to do */
-	UD_ACCEPT = 1,   /* struct listener *: a new connection (multishot) */
+	UD_ACCEPT = 1,   /* struct listener *: a new connection (multishot),
+			    or -ETIME: the timer that arms it again after a
+			    shortage (worker.c, rearm_accept) */
 	UD_RECV = 2,     /* struct conn *: bytes received */
 	UD_SEND = 3,     /* struct conn *: bytes sent */
 	UD_MSG = 4,      /* struct xbatch *: arrived from another worker */

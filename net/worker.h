@@ -65,6 +65,8 @@ struct worker_counters {
 	uint64_t curr_connections;
 	uint64_t total_connections;
 	uint64_t rejected_connections;
+	uint64_t listen_disabled;     /* accepts paused for a shortage of fds or
+					memory (worker.c, rearm_accept) */
 	uint64_t cmd_flush;
 	uint64_t conn_slow_closed;   /* slow readers closed for the budget */
 	uint64_t bytes_read;         /* received from clients */

@@ -44,7 +44,7 @@ def raise_nofile(n):
 class Server:
     """One ringcached process started by a test and stopped by its pid."""
 
-    def __init__(self, *args, threads=1, unix=False):
+    def __init__(self, *args, threads=1, unix=False, nofile=None):
         self.tmp = tempfile.TemporaryDirectory(prefix="rc-test-")
         self.port = None
         self.path = None
@@ -62,8 +62,12 @@ class Server:
         self.notify.bind(notify_path)
         env = dict(os.environ, NOTIFY_SOCKET=notify_path)
         self.log = open(os.path.join(self.tmp.name, "stderr"), "w+b")
+        # nofile: the daemon's open-files limit, soft and hard (it raises
+        # its soft limit to what -c needs, up to the hard one)
+        limit = None if nofile is None else (
+            lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
         self.proc = subprocess.Popen(argv, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=limit)
         self.messages = []
         if not self.wait_message("READY=1", START_TIMEOUT):
             self.kill()

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import THREADS, Conn
+from conftest import THREADS, Conn, wait_stat
 
 SANITIZER = os.environ.get("RINGCACHE_SANITIZER")
 RSS_SLACK_KIB = 64 * 1024
@@ -595,3 +595,42 @@ def test_connection_limit(server_factory, threads):
         c.close()
     g.wait_connections(1)
     g.finish(wait=False)
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process (/proc/PID/stat, after the command name)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_open_files_limit(server_factory, threads):
+    """At its open-files limit an accept fails at once (EMFILE). The daemon
+    waits before it accepts again, like memcached (listen_disabled_num),
+    instead of spinning on the failure (it did: every worker at 100 % CPU
+    until a client left); its clients are served meanwhile, and the waiting
+    ones are taken once some leave."""
+    s = server_factory("-c", 1024, threads=threads, nofile=64)
+    first = [Conn(s.connect()) for _ in range(20)]
+    for c in first:
+        assert c.cmd("version\r\n").startswith("VERSION ")
+    # past the limit: the kernel completes these connects, the daemon can
+    # take only some; the rest wait in the listen backlog
+    waiting = [Conn(s.connect()) for _ in range(60)]
+    st = wait_stat(first[0], "listen_disabled_num", lambda v: v > 0)
+    paused = int(st["listen_disabled_num"])
+    cpu0 = cpu_seconds(s.proc.pid)
+    time.sleep(1.0)  # the window the CPU time is measured over
+    spent = cpu_seconds(s.proc.pid) - cpu0
+    # spinning takes a whole CPU per worker; waiting, a timer a worker
+    assert spent < 0.3, "%.2f s of CPU in 1 s at the open-files limit" % spent
+    st = first[0].stats()
+    assert int(st["listen_disabled_num"]) > paused  # it keeps trying
+    for c in first:
+        assert c.cmd("version\r\n").startswith("VERSION ")
+    for c in first:
+        c.close()
+    # in the order they connected: each one closed makes room for another
+    for c in waiting:
+        assert c.cmd("version\r\n").startswith("VERSION ")
+        c.close()

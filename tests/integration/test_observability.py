@@ -288,6 +288,9 @@ EXPORTER = {
     "memcached_connections_rejected_total":
         ("counter", "Total number of connections rejected due to hitting the memcached's -c "
          "limit in maxconns_fast mode.", ()),
+    "memcached_connections_listener_disabled_total":
+        ("counter", "Number of times that memcached has hit its connections limit and "
+         "disabled its listener.", ()),
     "memcached_current_bytes": ("gauge", "Current number of bytes used to store items.", ()),
     "memcached_limit_bytes":
         ("gauge", "Number of bytes this server is allowed to use for storage.", ()),
