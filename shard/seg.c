@@ -6,6 +6,8 @@
 #include "shard/seg.h"
 
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define ID_MIN_CAP 64u
 
@@ -102,6 +104,30 @@ static void seg_reset(struct seg *g)
 	g->open = false;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
+/*
+ * Faults in the pages of a new regular segment at once, so that no append
+ * to it takes a page fault. An append may be a borrower's (net/worker.h,
+ * lending), made while it holds the owner's shard, and the return from a
+ * fault is where the kernel switches a thread out: at -t 2, get90 with 4 KiB
+ * values at half memcached's rate, every set took a fault, half of them
+ * while lent, and owners waited up to 3.6 ms for their shard. One madvise
+ * per segment also costs less than a fault per page. The memory is the
+ * segment's, counted against the limit either way. A kernel without
+ * MADV_POPULATE_WRITE leaves the faults to the first writes, as before.
+ */
+static void populate(void *p, size_t n)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1);
+	uintptr_t e = ((uintptr_t)p + n) & ~(page - 1);
+	if (e > a)
+		(void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+}
+
 struct seg *seg_take(struct segstore *st, size_t data_len)
 {
 	if (!data_len && st->free) {
@@ -121,6 +147,8 @@ struct seg *seg_take(struct segstore *st, size_t data_len)
 		return NULL;
 	}
 	size_t u = heap_usable(g);
+	if (!data_len)
+		populate(g, u);
 	size_t cap = u - sizeof(struct seg);
 	if (!data_len && cap > SEG_OFF_MAX)
 		cap = SEG_OFF_MAX; /* offsets are 20 bits */

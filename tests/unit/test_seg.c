@@ -17,7 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include "shard/seg.h"
 #include "shard/shard.h"
 
 #define NOW 1700000000
@@ -691,6 +694,47 @@ static void test_random_model(void)
 	random_run(384 << 10, 2000, 20000, 3);   /* 2 KiB segments */
 }
 
+/* Whether the kernel has MADV_POPULATE_WRITE (Linux 5.14). */
+static bool can_populate(size_t page)
+{
+	void *p = mmap(NULL, page, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CU_ASSERT_FATAL(p != MAP_FAILED);
+	bool ok = madvise(p, page, 23 /* MADV_POPULATE_WRITE */) == 0;
+	munmap(p, page);
+	return ok;
+}
+
+/* A new regular segment comes with its pages in memory (mincore), so that
+   no append, a borrower's included, takes a page fault (seg.c, populate);
+   a dedicated one, which its one item fills at once, does not need it. */
+static void test_populated(void)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	if (!can_populate(page)) {
+		printf("\n    skipped: the kernel has no MADV_POPULATE_WRITE");
+		return;
+	}
+	heap_t *h = heap_create();
+	struct segstore st;
+	seg_init(&st, h, SEG_SIZE_MAX, SEG_SIZE_MAX / 2);
+	struct seg *g = seg_take(&st, 0);
+	CU_ASSERT_FATAL(g != NULL);
+	uintptr_t a = ((uintptr_t)g + page - 1) & ~(uintptr_t)(page - 1);
+	uintptr_t e = ((uintptr_t)g + heap_usable(g)) & ~(uintptr_t)(page - 1);
+	size_t n = (e - a) / page, resident = 0;
+	unsigned char *v = malloc(n);
+	CU_ASSERT_FATAL(v != NULL && n > 200);
+	CU_ASSERT_FATAL(mincore((void *)a, e - a, v) == 0);
+	for (size_t i = 0; i < n; i++)
+		resident += v[i] & 1;
+	CU_ASSERT_EQUAL(resident, n);
+	free(v);
+	seg_give(&st, g);
+	seg_deinit(&st);
+	heap_destroy(h);
+}
+
 int test_seg_register(void)
 {
 	CU_pSuite s = CU_add_suite("segments", NULL, NULL);
@@ -714,6 +758,7 @@ int test_seg_register(void)
 		{ "ghost grows once it fills", test_ghost_grows },
 		{ "footprint 20+100", test_footprint },
 		{ "random run vs model, checked every step", test_random_model },
+		{ "new segments are in memory", test_populated },
 	};
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
 		if (!CU_add_test(s, t[i].name, t[i].fn))
