@@ -24,10 +24,12 @@
  *
  * Free regular segments are kept on a free list for reuse (at most
  * SEG_FREE_KEEP of them; more go back to the heap so RSS follows a cache
- * that empties). One `spare` is kept at all times once the shard holds a
- * segment: retiring a segment copies its surviving items forward, which
- * may need one new segment before the retired one is free; the spare is
- * that segment, so a retirement never has to evict to complete.
+ * that empties). A segment new from the heap comes with its pages faulted
+ * in (seg.c, populate), so that appends take no page faults. One `spare`
+ * is kept at all times once the shard holds a segment: retiring a segment
+ * copies its surviving items forward, which may need one new segment
+ * before the retired one is free; the spare is that segment, so a
+ * retirement never has to evict to complete.
  *
  * Ownership: the store owns every segment block, the id array and the
  * struct seg headers inside the blocks, all from the shard's heap. Item
