@@ -597,13 +597,6 @@ def test_connection_limit(server_factory, threads):
     g.finish(wait=False)
 
 
-def cpu_seconds(pid):
-    """utime + stime of a process (/proc/PID/stat, after the command name)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def test_open_files_limit(server_factory, threads):
     """At its open-files limit an accept fails at once (EMFILE). The daemon
     waits before it accepts again, like memcached (listen_disabled_num),
@@ -619,9 +612,9 @@ def test_open_files_limit(server_factory, threads):
     waiting = [Conn(s.connect()) for _ in range(60)]
     st = wait_stat(first[0], "listen_disabled_num", lambda v: v > 0)
     paused = int(st["listen_disabled_num"])
-    cpu0 = cpu_seconds(s.proc.pid)
+    cpu0 = s.cpu_seconds()
     time.sleep(1.0)  # the window the CPU time is measured over
-    spent = cpu_seconds(s.proc.pid) - cpu0
+    spent = s.cpu_seconds() - cpu0
     # spinning takes a whole CPU per worker; waiting, a timer a worker
     assert spent < 0.3, "%.2f s of CPU in 1 s at the open-files limit" % spent
     st = first[0].stats()

@@ -700,7 +700,7 @@ static bool can_populate(size_t page)
 	void *p = mmap(NULL, page, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	CU_ASSERT_FATAL(p != MAP_FAILED);
-	bool ok = madvise(p, page, 23 /* MADV_POPULATE_WRITE */) == 0;
+	bool ok = madvise(p, page, MADV_POPULATE_WRITE) == 0;
 	munmap(p, page);
 	return ok;
 }
