@@ -553,7 +553,6 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 	o += proto_stat_u64(p + o, "curr_connections", k.curr_connections);
 	o += proto_stat_u64(p + o, "total_connections", k.total_connections);
 	o += proto_stat_u64(p + o, "rejected_connections", k.rejected_connections);
-	o += proto_stat_u64(p + o, "listen_disabled_num", k.listen_disabled);
 	o += proto_stat_u64(p + o, "cmd_get", t.cmd_get);
 	o += proto_stat_u64(p + o, "cmd_set", t.cmd_set);
 	o += proto_stat_u64(p + o, "cmd_flush", k.cmd_flush);
@@ -575,6 +574,8 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 	o += proto_stat_u64(p + o, "touch_misses", t.touch_misses);
 	o += proto_stat_u64(p + o, "bytes_read", k.bytes_read);
 	o += proto_stat_u64(p + o, "bytes_written", k.bytes_written);
+	o += proto_stat_u64(p + o, "limit_maxbytes", atomic_load(&w->group->mem_limit));
+	o += proto_stat_u64(p + o, "listen_disabled_num", k.listen_disabled);
 	o += proto_stat_u64(p + o, "threads", n);
 	o += proto_stat_u64(p + o, "hash_bytes", t.hash_bytes);
 	o += proto_stat_u64(p + o, "hash_is_expanding", t.hash_is_expanding != 0);
@@ -585,7 +586,6 @@ static size_t compose_stats(char *p, struct worker *w, const struct xstats *all)
 	o += proto_stat_u64(p + o, "evicted_unfetched", t.evicted_unfetched);
 	o += proto_stat_u64(p + o, "evictions", t.evictions);
 	o += proto_stat_u64(p + o, "reclaimed", t.reclaimed);
-	o += proto_stat_u64(p + o, "limit_maxbytes", atomic_load(&w->group->mem_limit));
 	o += proto_stat_u64(p + o, "segments", t.segments);
 	o += proto_stat_u64(p + o, "segments_free", t.segments_free);
 	o += proto_stat_u64(p + o, "segment_bytes", t.segment_bytes);

@@ -9,7 +9,8 @@
   and without -A: the same bytes as memcached for the same input.
 - cache_memlimit shrinks the cache at run time; stats items / slabs /
   detail / cachedump / conns and lru_crawler metadump list what is stored;
-  libmemcached's memcdump and memcstat read them.
+  libmemcached's memcdump and memcstat read them; the general stats both
+  servers print come in memcached's order.
 """
 import os
 import re
@@ -439,6 +440,23 @@ def test_stats_detail(server, memcached):
     (ours, _), (theirs, _) = both(server, ref, seq)
     assert ours == theirs
     assert b"PREFIX a get 3 hit 1 set 2 del 1\r\n" in ours
+
+
+def test_stats_order_matches_memcached(server, memcached):
+    """The general stats both servers print come in memcached's order (a
+    tool that reads them by position, or diffs two servers' dumps, sees
+    the same list)."""
+    ref = memcached()
+    (ours, _), (theirs, _) = both(server, ref, b"stats\r\n")
+
+    def names(reply):
+        return [l.split()[1] for l in reply.decode().splitlines()
+                if l.startswith("STAT ")]
+    ours, theirs = names(ours), names(theirs)
+    common = set(ours) & set(theirs)
+    assert {"limit_maxbytes", "listen_disabled_num", "threads",
+            "bytes_written", "reclaimed"} <= common
+    assert [n for n in ours if n in common] == [n for n in theirs if n in common]
 
 
 def test_prefix_delimiter(server_factory):
